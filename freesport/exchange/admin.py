@@ -1,0 +1,35 @@
+from django.contrib import admin
+
+from freesport.exchange.models import ExchangeFile, ExchangeSession, ImportProblem
+
+
+class ExchangeFileInline(admin.TabularInline):
+    model = ExchangeFile
+    extra = 0
+    can_delete = False
+    fields = ("order", "name", "kind", "size", "status", "only_changes", "items", "error")
+    readonly_fields = fields
+
+
+@admin.register(ExchangeSession)
+class ExchangeSessionAdmin(admin.ModelAdmin):
+    list_display = ("id", "package", "status", "full_package", "created_at", "finished_at")
+    list_filter = ("status", "full_package")
+    search_fields = ("package",)
+    readonly_fields = (
+        "package", "status", "full_package", "deactivate_missing", "counts", "deactivated",
+        "bytes_total", "bytes_done", "error", "task_ids", "created_at", "started_at",
+        "finished_at",
+    )  # fmt: skip
+    inlines = [ExchangeFileInline]
+
+
+@admin.register(ImportProblem)
+class ImportProblemAdmin(admin.ModelAdmin):
+    list_display = ("session", "code", "action", "file", "line", "external_id", "message")
+    list_filter = ("code", "action")
+    search_fields = ("external_id", "file", "message")
+    readonly_fields = (
+        "session", "file", "line", "element", "external_id", "code", "action", "message",
+        "created_at",
+    )  # fmt: skip
