@@ -16,6 +16,7 @@ from config.embedded_redis import EmbeddedRedis
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("FREESPORT_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
@@ -84,7 +85,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -145,6 +145,8 @@ TIME_ZONE = "Europe/Moscow"
 USE_I18N = True
 USE_TZ = True
 
+# Everything goes through the root logger, whose handler Celery replaces with its
+# own in worker and beat processes, so each line is printed once.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -154,8 +156,9 @@ LOGGING = {
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
     },
+    "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
-        "freesport": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-        "worker": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+        "freesport": {"level": os.environ.get("LOG_LEVEL", "INFO")},
+        "worker": {"level": os.environ.get("LOG_LEVEL", "INFO")},
     },
 }

@@ -57,7 +57,7 @@ def create_session(paths: Sequence[Path], *, deactivate_missing: bool = True) ->
     return session
 
 
-def enqueue_import(session: ExchangeSession) -> list[str]:
+def enqueue_import(session: ExchangeSession, *, queue: str | None = None) -> list[str]:
     """Queue one task per file, in order, then the task that settles the session.
 
     The task ids are stored on the session before anything is published, so an
@@ -70,6 +70,9 @@ def enqueue_import(session: ExchangeSession) -> list[str]:
     signatures.append(finish_import.si(session.pk).set(task_id=uuid()))
     session.task_ids = [s.options["task_id"] for s in signatures]
     session.save(update_fields=["task_ids"])
+    if queue:
+        for signature in signatures:
+            signature.set(queue=queue)
     workflow = chain(*signatures)
     transaction.on_commit(workflow.apply_async)
     return session.task_ids

@@ -1,0 +1,32 @@
+"""Settings for the test suite: its own folder, Redis server and database.
+
+Tests never share the development Redis server or database, so a worker started
+with ``make run`` cannot take a test's tasks. ``FREESPORT_TEST_WORKER=1`` makes a
+worker process use the test database that pytest-django created.
+"""
+
+from __future__ import annotations
+
+import os
+
+from config.settings import *  # noqa: F403
+from config.settings import BASE_DIR, DATABASES
+from config.embedded_redis import EmbeddedRedis
+
+VAR_DIR = BASE_DIR / "var" / "test"
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+EXCHANGE_ROOT = VAR_DIR / "exchange"
+MEDIA_ROOT = VAR_DIR / "media"
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+if not os.environ.get("REDIS_URL"):
+    EMBEDDED_REDIS = EmbeddedRedis(VAR_DIR / "redis")
+    REDIS_URL = EMBEDDED_REDIS.url
+    CELERY_BROKER_URL = EMBEDDED_REDIS.broker_url
+    CELERY_RESULT_BACKEND = CELERY_BROKER_URL
+
+_database = DATABASES["default"]
+if _database["ENGINE"] == "django.db.backends.sqlite3":
+    _database["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+if os.environ.get("FREESPORT_TEST_WORKER") == "1":
+    _database["NAME"] = _database.get("TEST", {}).get("NAME") or f"test_{_database['NAME']}"
