@@ -48,7 +48,8 @@ def write_xml(path: Path, body: str, *, encoding: str = "utf-8", bom: bool = Fal
 
 
 def classifier(groups: str = "", extra: str = "") -> str:
-    return f"<Классификатор><Ид>cls</Ид><Наименование>К</Наименование>{groups}{extra}</Классификатор>\n"
+    tree = f"<Группы>{groups}</Группы>" if groups else ""
+    return f"<Классификатор><Ид>cls</Ид><Наименование>К</Наименование>{tree}{extra}</Классификатор>\n"
 
 
 def group(external_id: str, name: str, children: str = "") -> str:

@@ -1,0 +1,130 @@
+"""Run the whole stack locally and import a generated sample package through it.
+
+``make run`` calls this: it starts the embedded Redis server (unless ``REDIS_URL``
+is set), then web, worker, beat and Flower from the ``Procfile`` under honcho,
+imports a generated CommerceML package through the worker and prints where to
+look. It keeps the stack up until Ctrl-C (or exits after the import with
+``--once``), then stops every process and the Redis server it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+WORKER_WAIT_S = 60.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--goods", type=int, default=2000, help="goods in the sample package")
+    parser.add_argument("--sample-dir", type=Path, default=BASE_DIR / "var" / "sample-package")
+    parser.add_argument("--once", action="store_true", help="stop after the import")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    embedded = settings.EMBEDDED_REDIS
+    started_redis = embedded.ensure_running() if embedded is not None else False
+    env = dict(os.environ, REDIS_URL=settings.REDIS_URL) if embedded is None else dict(os.environ)
+    stack = subprocess.Popen(
+        [str(BIN / "honcho"), "start", "-f", str(BASE_DIR / "Procfile")],
+        cwd=BASE_DIR,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        password_file = _ensure_admin(settings.VAR_DIR)
+        package = _ensure_sample(args.sample_dir, args.goods)
+        _wait_for_worker()
+        print(f"\nImporting {package} through the worker…", flush=True)
+        code = subprocess.call(
+            [sys.executable, "manage.py", "onec_import", str(package)], cwd=BASE_DIR
+        )
+        _print_where_to_look(password_file, code)
+        if not args.once:
+            stack.wait()
+        return code if code in (0, 2) else 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        _stop(stack)
+        if started_redis and embedded is not None:
+            embedded.stop()
+
+
+def _ensure_admin(var_dir: Path) -> Path:
+    """Create the ``admin`` superuser once; its password goes to a private file."""
+    from django.contrib.auth import get_user_model
+
+    password_file = var_dir / "admin-password"
+    user_model = get_user_model()
+    if not user_model.objects.filter(username="admin").exists():
+        password = secrets.token_urlsafe(12)
+        user_model.objects.create_superuser("admin", "", password)
+        password_file.write_text(password + "\n")
+        password_file.chmod(0o600)
+    return password_file
+
+
+def _ensure_sample(folder: Path, goods: int) -> Path:
+    marker = folder / f".goods-{goods}"
+    if not marker.exists():
+        from worker.commerceml.sample import write_sample_package
+
+        print(f"Writing a sample package with {goods} goods to {folder}", flush=True)
+        write_sample_package(folder, goods)
+        marker.touch()
+    return folder
+
+
+def _wait_for_worker() -> None:
+    from config.celery import app
+
+    deadline = time.monotonic() + WORKER_WAIT_S
+    while time.monotonic() < deadline:
+        if app.control.ping(timeout=1.0, limit=1):
+            return
+    raise SystemExit(f"no Celery worker answered within {WORKER_WAIT_S:.0f} s")
+
+
+def _print_where_to_look(password_file: Path, code: int) -> None:
+    web_port = os.environ.get("WEB_PORT", "8000")
+    flower_port = os.environ.get("FLOWER_PORT", "5555")
+    result = {0: "imported", 2: "imported with skipped items"}.get(code, "failed")
+    print(
+        f"\nSample package {result}.\n"
+        f"  Admin:   http://127.0.0.1:{web_port}/admin/  (user admin, password in "
+        f"{password_file})\n"
+        f"  Flower:  http://127.0.0.1:{flower_port}/\n"
+        f"  Status:  .venv/bin/python manage.py onec_status\n"
+        "Press Ctrl-C to stop.",
+        flush=True,
+    )
+
+
+def _stop(stack: subprocess.Popen[bytes]) -> None:
+    if stack.poll() is not None:
+        return
+    os.killpg(stack.pid, signal.SIGTERM)
+    try:
+        stack.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(stack.pid, signal.SIGKILL)
+        stack.wait()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
