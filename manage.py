@@ -3,7 +3,16 @@ import os
 import sys
 
 # Commands that never touch Redis, so they do not start the embedded server.
-NO_REDIS_COMMANDS = {"makemigrations", "migrate", "check", "help", "compilemessages", "makemessages", "collectstatic", "dbshell"}
+NO_REDIS_COMMANDS = {
+    "makemigrations",
+    "migrate",
+    "check",
+    "help",
+    "compilemessages",
+    "makemessages",
+    "collectstatic",
+    "dbshell",
+}
 
 
 def main() -> None:

@@ -24,7 +24,9 @@ if not SECRET_KEY:
     if not DEBUG:
         raise RuntimeError("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG=0")
     SECRET_KEY = "development-only-key-not-for-production"  # noqa: S105
-ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
+ALLOWED_HOSTS = os.environ.get(
+    "DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]"
+).split(",")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -110,7 +112,9 @@ CELERY_RESULT_EXPIRES = 24 * 3600
 # A task not acknowledged within the visibility timeout is delivered again, so every
 # time limit and retry countdown stays below it.
 CELERY_BROKER_VISIBILITY_TIMEOUT_S = 3 * 3600
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT_S}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT_S
+}
 CELERY_TASK_SOFT_TIME_LIMIT = 2 * 3600
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 300
 CELERY_WORKER_SEND_TASK_EVENTS = True

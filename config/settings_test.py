@@ -29,4 +29,6 @@ _database = DATABASES["default"]
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     _database["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 if os.environ.get("FREESPORT_TEST_WORKER") == "1":
-    _database["NAME"] = _database.get("TEST", {}).get("NAME") or f"test_{_database['NAME']}"
+    _database["NAME"] = (
+        _database.get("TEST", {}).get("NAME") or f"test_{_database['NAME']}"
+    )

@@ -25,8 +25,12 @@ WORKER_WAIT_S = 60.0
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--goods", type=int, default=2000, help="goods in the sample package")
-    parser.add_argument("--sample-dir", type=Path, default=BASE_DIR / "var" / "sample-package")
+    parser.add_argument(
+        "--goods", type=int, default=2000, help="goods in the sample package"
+    )
+    parser.add_argument(
+        "--sample-dir", type=Path, default=BASE_DIR / "var" / "sample-package"
+    )
     parser.add_argument("--once", action="store_true", help="stop after the import")
     args = parser.parse_args(argv)
 
@@ -38,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
 
     embedded = settings.EMBEDDED_REDIS
     started_redis = embedded.ensure_running() if embedded is not None else False
-    env = dict(os.environ, REDIS_URL=settings.REDIS_URL) if embedded is None else dict(os.environ)
+    env = (
+        dict(os.environ, REDIS_URL=settings.REDIS_URL)
+        if embedded is None
+        else dict(os.environ)
+    )
     stack = subprocess.Popen(
         [str(BIN / "honcho"), "start", "-f", str(BASE_DIR / "Procfile")],
         cwd=BASE_DIR,

@@ -83,7 +83,7 @@ class WorkerProcess:
 
         def cap_memory() -> None:
             if limit:
-                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+                resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
@@ -128,7 +128,10 @@ def worker_logs() -> Path:
 
 @pytest.fixture(scope="session")
 def celery_worker_process(
-    django_db_setup: None, django_db_blocker: object, redis_server: str, worker_logs: Path
+    django_db_setup: None,
+    django_db_blocker: object,
+    redis_server: str,
+    worker_logs: Path,
 ) -> Iterator[WorkerProcess]:
     """A real worker on the default queue, using the test database."""
     worker = WorkerProcess("celery", worker_logs / "worker.log")
@@ -140,6 +143,8 @@ def celery_worker_process(
 
 
 @pytest.fixture
-def worker(celery_worker_process: WorkerProcess, transactional_db: None) -> WorkerProcess:
+def worker(
+    celery_worker_process: WorkerProcess, transactional_db: None
+) -> WorkerProcess:
     """The running worker, with a database whose commits the worker can see."""
     return celery_worker_process

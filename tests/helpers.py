@@ -35,10 +35,14 @@ def run_import(
         if session.is_finished:
             return session
         time.sleep(0.1)
-    raise AssertionError(f"session {session.pk} still {session.status} after {timeout} s")
+    raise AssertionError(
+        f"session {session.pk} still {session.status} after {timeout} s"
+    )
 
 
-def write_xml(path: Path, body: str, *, encoding: str = "utf-8", bom: bool = False) -> Path:
+def write_xml(
+    path: Path, body: str, *, encoding: str = "utf-8", bom: bool = False
+) -> Path:
     """Write a CommerceML document with ``body`` inside the root element."""
     header = ROOT_OPEN.replace('encoding="UTF-8"', f'encoding="{encoding}"')
     data = (header + body + ROOT_CLOSE).encode(encoding)
@@ -66,7 +70,14 @@ def catalog(goods: str, *, only_changes: bool = False) -> str:
     )
 
 
-def product(external_id: str, name: str = "", *, group_id: str = "", sku: str = "", extra: str = "") -> str:
+def product(
+    external_id: str,
+    name: str = "",
+    *,
+    group_id: str = "",
+    sku: str = "",
+    extra: str = "",
+) -> str:
     groups = f"<Группы><Ид>{group_id}</Ид></Группы>" if group_id else ""
     return (
         f"<Товар><Ид>{external_id}</Ид><Артикул>{sku}</Артикул>"

@@ -5,7 +5,15 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from freesport.catalog.models import Group, Offer, Picture, Price, PriceType, Product, Stock
+from freesport.catalog.models import (
+    Group,
+    Offer,
+    Picture,
+    Price,
+    PriceType,
+    Product,
+    Stock,
+)
 from freesport.exchange.models import ExchangeSession, ImportProblem
 from tests.helpers import (
     catalog,
@@ -20,7 +28,9 @@ from tests.helpers import (
 
 Status = ExchangeSession.Status
 PRICE_TYPE = "<ТипыЦен><ТипЦены><Ид>retail</Ид><Наименование>Розница</Наименование><Валюта>RUB</Валюта></ТипЦены></ТипыЦен>"
-WAREHOUSE = "<Склады><Склад><Ид>main</Ид><Наименование>Главный</Наименование></Склад></Склады>"
+WAREHOUSE = (
+    "<Склады><Склад><Ид>main</Ид><Наименование>Главный</Наименование></Склад></Склады>"
+)
 
 
 def test_goods_segment_without_classifier_uses_groups_from_other_file(
@@ -36,13 +46,19 @@ def test_goods_segment_without_classifier_uses_groups_from_other_file(
     session = run_import([tmp_path])
 
     assert session.status == Status.SUCCEEDED
-    assert Product.objects.get(external_id="A").group == Group.objects.get(external_id="G1")
-    assert Product.objects.get(external_id="B").group == Group.objects.get(external_id="G2")
+    assert Product.objects.get(external_id="A").group == Group.objects.get(
+        external_id="G1"
+    )
+    assert Product.objects.get(external_id="B").group == Group.objects.get(
+        external_id="G2"
+    )
 
 
 def test_goods_keyed_by_id_not_article(tmp_path: Path, worker: object) -> None:
     goods = [product(f"empty-{n}", sku="") for n in range(44)]
-    goods += [product(f"pair-{n}-{side}", sku=f"ART-{n}") for n in range(3) for side in "ab"]
+    goods += [
+        product(f"pair-{n}-{side}", sku=f"ART-{n}") for n in range(3) for side in "ab"
+    ]
     write_xml(tmp_path / "import.xml", classifier() + catalog("".join(goods)))
 
     session = run_import([tmp_path])
@@ -53,7 +69,9 @@ def test_goods_keyed_by_id_not_article(tmp_path: Path, worker: object) -> None:
     assert Product.objects.filter(sku="ART-1").count() == 2
 
 
-def test_partial_offers_file_keeps_other_characteristics(tmp_path: Path, worker: object) -> None:
+def test_partial_offers_file_keeps_other_characteristics(
+    tmp_path: Path, worker: object
+) -> None:
     write_xml(tmp_path / "import.xml", classifier() + catalog(product("P")))
     write_xml(
         tmp_path / "offers.xml",
@@ -69,16 +87,24 @@ def test_partial_offers_file_keeps_other_characteristics(tmp_path: Path, worker:
     session = run_import([update])
 
     assert session.status == Status.SUCCEEDED
-    active = set(Offer.objects.filter(is_active=True).values_list("external_id", flat=True))
+    active = set(
+        Offer.objects.filter(is_active=True).values_list("external_id", flat=True)
+    )
     assert active == {"P#v1", "P#v2", "P#v3"}
     assert Offer.objects.get(external_id="P#v2").name == "v2 new"
 
 
-def test_full_offers_file_interleaved_keeps_both(tmp_path: Path, worker: object) -> None:
-    write_xml(tmp_path / "import.xml", classifier() + catalog(product("P") + product("Q")))
+def test_full_offers_file_interleaved_keeps_both(
+    tmp_path: Path, worker: object
+) -> None:
+    write_xml(
+        tmp_path / "import.xml", classifier() + catalog(product("P") + product("Q"))
+    )
     write_xml(
         tmp_path / "offers.xml",
-        offers_package(offer("P#v1", name="a") + offer("Q#w1", name="b") + offer("P#v2", name="c")),
+        offers_package(
+            offer("P#v1", name="a") + offer("Q#w1", name="b") + offer("P#v2", name="c")
+        ),
     )
 
     session = run_import([tmp_path])
@@ -105,10 +131,14 @@ def test_price_formats_parse_to_same_value(tmp_path: Path, worker: object) -> No
     session = run_import([tmp_path])
 
     assert session.status == Status.SUCCEEDED
-    assert list(Price.objects.values_list("value", flat=True)) == [Decimal("1234.50")] * 4
+    assert (
+        list(Price.objects.values_list("value", flat=True)) == [Decimal("1234.50")] * 4
+    )
 
 
-def test_long_size_and_negative_stock_are_recorded(tmp_path: Path, worker: object) -> None:
+def test_long_size_and_negative_stock_are_recorded(
+    tmp_path: Path, worker: object
+) -> None:
     size = "X" * 120
     write_xml(tmp_path / "import.xml", classifier() + catalog(product("P")))
     inner = (
@@ -158,7 +188,9 @@ def test_invalid_pictures_recorded_goods_kept(tmp_path: Path, worker: object) ->
 
 
 def test_bad_prices_skipped_others_imported(tmp_path: Path, worker: object) -> None:
-    write_xml(tmp_path / "import.xml", classifier() + catalog(product("P") + product("Q")))
+    write_xml(
+        tmp_path / "import.xml", classifier() + catalog(product("P") + product("Q"))
+    )
     prices = (
         "<Цены>"
         "<Цена><ИдТипаЦены>retail</ИдТипаЦены><ЦенаЗаЕдиницу>10</ЦенаЗаЕдиницу></Цена>"
@@ -168,16 +200,27 @@ def test_bad_prices_skipped_others_imported(tmp_path: Path, worker: object) -> N
     )
     broken = "<Цены><Цена><ИдТипаЦены>retail</ИдТипаЦены><ЦенаЗаЕдиницу>12р</ЦенаЗаЕдиницу></Цена></Цены>"
     sentinel = "<Цены><Цена><ИдТипаЦены>retail</ИдТипаЦены><ЦенаЗаЕдиницу>-999 999 999,9</ЦенаЗаЕдиницу></Цена></Цены>"
-    offers = offer("P", inner=prices) + offer("Q", inner=broken) + offer("Q#x", inner=sentinel)
+    offers = (
+        offer("P", inner=prices)
+        + offer("Q", inner=broken)
+        + offer("Q#x", inner=sentinel)
+    )
     offers += offer("Z", inner=prices)
     write_xml(tmp_path / "offers.xml", offers_package(offers, head=PRICE_TYPE))
 
     session = run_import([tmp_path])
 
     assert session.status == Status.PARTIAL
-    assert list(Price.objects.values_list("offer__external_id", "value")) == [("P", Decimal("10.00"))]
+    assert list(Price.objects.values_list("offer__external_id", "value")) == [
+        ("P", Decimal("10.00"))
+    ]
     codes = sorted(session.problems.values_list("code", flat=True))
-    assert codes == ["invalid_number", "missing_price_type", "unknown_price_type", "unknown_product"]
+    assert codes == [
+        "invalid_number",
+        "missing_price_type",
+        "unknown_price_type",
+        "unknown_product",
+    ]
     assert session.counts["prices"]["skipped"] == 3
     assert PriceType.objects.count() == 1
 
@@ -193,13 +236,21 @@ def test_deletion_marks_in_three_forms(tmp_path: Path, worker: object) -> None:
 
     run_import([tmp_path])
 
-    deleted = set(Product.objects.filter(is_deleted=True).values_list("external_id", flat=True))
+    deleted = set(
+        Product.objects.filter(is_deleted=True).values_list("external_id", flat=True)
+    )
     assert deleted == {"attr", "elem", "mark"}
-    assert list(Product.objects.filter(is_active=True).values_list("external_id", flat=True)) == ["live"]
+    assert list(
+        Product.objects.filter(is_active=True).values_list("external_id", flat=True)
+    ) == ["live"]
 
 
-def test_full_package_deactivates_only_after_success(tmp_path: Path, worker: object) -> None:
-    write_xml(tmp_path / "import.xml", classifier() + catalog(product("A") + product("B")))
+def test_full_package_deactivates_only_after_success(
+    tmp_path: Path, worker: object
+) -> None:
+    write_xml(
+        tmp_path / "import.xml", classifier() + catalog(product("A") + product("B"))
+    )
     run_import([tmp_path])
     full = tmp_path / "full"
     write_xml(full / "import.xml", classifier() + catalog(product("A")))
@@ -210,7 +261,9 @@ def test_full_package_deactivates_only_after_success(tmp_path: Path, worker: obj
     assert session.deactivated["products"] == 1
     assert not Product.objects.get(external_id="B").is_active
     back = tmp_path / "back"
-    write_xml(back / "import.xml", classifier() + catalog(product("B"), only_changes=True))
+    write_xml(
+        back / "import.xml", classifier() + catalog(product("B"), only_changes=True)
+    )
     run_import([back])
     assert Product.objects.get(external_id="B").is_active
     assert Product.objects.get(external_id="A").is_active
@@ -227,7 +280,9 @@ def test_full_dump_over_two_goods_files(tmp_path: Path, worker: object) -> None:
 
 
 def test_partial_package_never_deactivates(tmp_path: Path, worker: object) -> None:
-    write_xml(tmp_path / "import.xml", classifier() + catalog(product("A") + product("B")))
+    write_xml(
+        tmp_path / "import.xml", classifier() + catalog(product("A") + product("B"))
+    )
     run_import([tmp_path])
     update = tmp_path / "update"
     write_xml(update / "import.xml", catalog(product("A"), only_changes=True))
@@ -239,10 +294,17 @@ def test_partial_package_never_deactivates(tmp_path: Path, worker: object) -> No
 
 
 def test_windows_1251_and_namespaces(tmp_path: Path, worker: object) -> None:
-    body = classifier(group("G", "Лыжи")) + catalog(product("P", "Лыжи беговые", group_id="G"))
+    body = classifier(group("G", "Лыжи")) + catalog(
+        product("P", "Лыжи беговые", group_id="G")
+    )
     write_xml(tmp_path / "a" / "import.xml", body, encoding="windows-1251")
     for index, namespace in enumerate(
-        ["", "urn:1C.ru:commerceml2", "urn:1C.ru:commerceml_2", "urn:1C.ru:commerceml_210"]
+        [
+            "",
+            "urn:1C.ru:commerceml2",
+            "urn:1C.ru:commerceml_2",
+            "urn:1C.ru:commerceml_210",
+        ]
     ):
         text = body.replace("<Ид>P</Ид>", f"<Ид>P{index}</Ид>")
         path = write_xml(tmp_path / f"ns{index}" / "import.xml", text, bom=True)
@@ -252,24 +314,33 @@ def test_windows_1251_and_namespaces(tmp_path: Path, worker: object) -> None:
         )
         path.write_bytes(data)
 
-    session = run_import(sorted(p for p in tmp_path.iterdir()), deactivate_missing=False)
+    session = run_import(
+        sorted(p for p in tmp_path.iterdir()), deactivate_missing=False
+    )
 
     assert session.status == Status.SUCCEEDED
     assert Product.objects.get(external_id="P").name == "Лыжи беговые"
     assert Product.objects.filter(group__name="Лыжи").count() == 5
 
 
-def test_broken_files_refused_and_nothing_deactivated(tmp_path: Path, worker: object) -> None:
-    write_xml(tmp_path / "import.xml", classifier() + catalog(product("A") + product("B")))
+def test_broken_files_refused_and_nothing_deactivated(
+    tmp_path: Path, worker: object
+) -> None:
+    write_xml(
+        tmp_path / "import.xml", classifier() + catalog(product("A") + product("B"))
+    )
     run_import([tmp_path])
     cases = {
-        "truncated": (tmp_path / "import.xml").read_text(encoding="utf-8").replace(
-            "<Ид>B</Ид>", "<Ид>C</Ид>"
-        )[:-80],
+        "truncated": (tmp_path / "import.xml")
+        .read_text(encoding="utf-8")
+        .replace("<Ид>B</Ид>", "<Ид>C</Ид>")[:-80],
         "entity": '<?xml version="1.0"?>\n<!DOCTYPE x [<!ENTITY ext SYSTEM "file:///etc/passwd">]>\n'
         "<КоммерческаяИнформация><Каталог><Товары><Товар><Ид>&ext;</Ид></Товар></Товары></Каталог></КоммерческаяИнформация>",
         "laughs": '<?xml version="1.0"?>\n<!DOCTYPE lolz [\n<!ENTITY lol "lol">\n'
-        + "".join(f'<!ENTITY lol{n} "{("&lol" + (str(n - 1) if n > 1 else "") + ";") * 10}">\n' for n in range(1, 10))
+        + "".join(
+            f'<!ENTITY lol{n} "{("&lol" + (str(n - 1) if n > 1 else "") + ";") * 10}">\n'
+            for n in range(1, 10)
+        )
         + "]>\n<КоммерческаяИнформация><Каталог><Товары><Товар><Ид>&lol9;</Ид></Товар></Товары></Каталог></КоммерческаяИнформация>",
     }
     for case, text in cases.items():

@@ -58,14 +58,30 @@ def expected_counts(folder: Path) -> Expected:
     trees = [etree.parse(str(p)) for p in files]
     result = Expected()
     for tree in trees:
-        result.groups |= _ids(tree, "//*[local-name()='Классификатор']//*[local-name()='Группа']/*[local-name()='Ид']/text()")
-        result.products |= _ids(tree, "/*/*[local-name()='Каталог']/*[local-name()='Товары']/*[local-name()='Товар']/*[local-name()='Ид']/text()")
-        result.price_types |= _ids(tree, "//*[local-name()='ТипЦены']/*[local-name()='Ид']/text()")
-        result.warehouses |= _ids(tree, "//*[local-name()='Склады']/*[local-name()='Склад']/*[local-name()='Ид']/text()")
+        result.groups |= _ids(
+            tree,
+            "//*[local-name()='Классификатор']//*[local-name()='Группа']/*[local-name()='Ид']/text()",
+        )
+        result.products |= _ids(
+            tree,
+            "/*/*[local-name()='Каталог']/*[local-name()='Товары']/*[local-name()='Товар']/*[local-name()='Ид']/text()",
+        )
+        result.price_types |= _ids(
+            tree, "//*[local-name()='ТипЦены']/*[local-name()='Ид']/text()"
+        )
+        result.warehouses |= _ids(
+            tree,
+            "//*[local-name()='Склады']/*[local-name()='Склад']/*[local-name()='Ид']/text()",
+        )
     for tree in trees:
-        for item in tree.xpath("/*/*[local-name()='ПакетПредложений']/*[local-name()='Предложения']/*[local-name()='Предложение']"):
+        for item in tree.xpath(
+            "/*/*[local-name()='ПакетПредложений']/*[local-name()='Предложения']/*[local-name()='Предложение']"
+        ):
             offer_id = item.xpath("string(*[local-name()='Ид'])").strip()
-            if offer_id not in result.products and offer_id.partition("#")[0] not in result.products:
+            if (
+                offer_id not in result.products
+                and offer_id.partition("#")[0] not in result.products
+            ):
                 continue
             result.offers.add(offer_id)
             for price in item.xpath("*[local-name()='Цены']/*[local-name()='Цена']"):
@@ -76,21 +92,32 @@ def expected_counts(folder: Path) -> Expected:
             for store in item.xpath("*[local-name()='Склад']"):
                 if store.get("ИдСклада") in result.warehouses:
                     result.stock.add((offer_id, store.get("ИдСклада")))
-            for store in item.xpath("*[local-name()='Остатки']/*[local-name()='Остаток']/*[local-name()='Склад']"):
+            for store in item.xpath(
+                "*[local-name()='Остатки']/*[local-name()='Остаток']/*[local-name()='Склад']"
+            ):
                 warehouse = store.xpath("string(*[local-name()='Ид'])").strip()
-                if warehouse in result.warehouses and _number(store.xpath("string(*[local-name()='Количество'])")) is not None:
+                if (
+                    warehouse in result.warehouses
+                    and _number(store.xpath("string(*[local-name()='Количество'])"))
+                    is not None
+                ):
                     result.stock.add((offer_id, warehouse))
     return result
 
 
 @pytest.mark.parametrize("name", SETS)
-def test_sample_set_imports_with_file_counts(name: str, samples_dir: Path, worker: object) -> None:
+def test_sample_set_imports_with_file_counts(
+    name: str, samples_dir: Path, worker: object
+) -> None:
     folder = samples_dir / name
     expected = expected_counts(folder)
 
     session = run_import([folder])
 
-    assert session.status in (ExchangeSession.Status.SUCCEEDED, ExchangeSession.Status.PARTIAL), session.error
+    assert session.status in (
+        ExchangeSession.Status.SUCCEEDED,
+        ExchangeSession.Status.PARTIAL,
+    ), session.error
     assert not session.files.filter(status="failed").exists()
     assert Group.objects.count() == len(expected.groups)
     assert Product.objects.count() == len(expected.products)
@@ -99,7 +126,9 @@ def test_sample_set_imports_with_file_counts(name: str, samples_dir: Path, worke
     assert Stock.objects.count() == len(expected.stock)
 
 
-def test_bitrix_module_counts_match_its_readme(samples_dir: Path, worker: object) -> None:
+def test_bitrix_module_counts_match_its_readme(
+    samples_dir: Path, worker: object
+) -> None:
     session = run_import([samples_dir / "bitrix-module-commerceml-3.1"])
 
     assert session.status == ExchangeSession.Status.SUCCEEDED

@@ -20,7 +20,9 @@ VALUE_LENGTH = 100
 class ExternalModel(models.Model):
     """A row mirrored from 1C: its ``Ид``, the deletion mark and the import bookkeeping."""
 
-    external_id = models.CharField(_("1C id"), max_length=EXTERNAL_ID_LENGTH, unique=True)
+    external_id = models.CharField(
+        _("1C id"), max_length=EXTERNAL_ID_LENGTH, unique=True
+    )
     is_deleted = models.BooleanField(_("deleted in 1C"), default=False)
     # Digest of the imported fields: a re-import of the same content is "unchanged"
     # and writes nothing but the bookkeeping columns.
@@ -42,7 +44,11 @@ class ExternalModel(models.Model):
 class Group(ExternalModel):
     name = models.CharField(_("name"), max_length=NAME_LENGTH)
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="children",
     )
     # The parent's 1C id as given; ``parent`` is resolved from it after each file,
     # because iterparse finishes a nested group before its parent.
@@ -66,7 +72,9 @@ class Property(ExternalModel):
 class PropertyValue(models.Model):
     """One entry of a property's dictionary (``ВариантыЗначений/Справочник``)."""
 
-    property = models.ForeignKey(Property, on_delete=models.CASCADE, related_name="values")
+    property = models.ForeignKey(
+        Property, on_delete=models.CASCADE, related_name="values"
+    )
     external_id = models.CharField(_("1C id"), max_length=EXTERNAL_ID_LENGTH)
     value = models.CharField(_("value"), max_length=VALUE_LENGTH)
 
@@ -111,7 +119,9 @@ class Unit(ExternalModel):
 
 class Product(ExternalModel):
     name = models.CharField(_("name"), max_length=NAME_LENGTH)
-    sku = models.CharField(_("article"), max_length=SKU_LENGTH, blank=True, db_index=True)
+    sku = models.CharField(
+        _("article"), max_length=SKU_LENGTH, blank=True, db_index=True
+    )
     barcode = models.CharField(_("barcode"), max_length=50, blank=True)
     description = models.TextField(_("description"), blank=True)
     group = models.ForeignKey(
@@ -131,7 +141,9 @@ class Product(ExternalModel):
 class Offer(ExternalModel):
     """A sellable variant: ``product#characteristic``, or the product's own id."""
 
-    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="offers")
+    product = models.ForeignKey(
+        Product, on_delete=models.CASCADE, related_name="offers"
+    )
     name = models.CharField(_("name"), max_length=NAME_LENGTH, blank=True)
     sku = models.CharField(_("article"), max_length=SKU_LENGTH, blank=True)
     # [[name, value], ...] from ``ХарактеристикиТовара``; each value fits VALUE_LENGTH.
@@ -153,7 +165,9 @@ class Offer(ExternalModel):
 
 class Price(models.Model):
     offer = models.ForeignKey(Offer, on_delete=models.CASCADE, related_name="prices")
-    price_type = models.ForeignKey(PriceType, on_delete=models.CASCADE, related_name="+")
+    price_type = models.ForeignKey(
+        PriceType, on_delete=models.CASCADE, related_name="+"
+    )
     value = models.DecimalField(_("price per unit"), max_digits=14, decimal_places=2)
     currency = models.CharField(_("currency"), max_length=10, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -162,7 +176,9 @@ class Price(models.Model):
         verbose_name = _("price")
         verbose_name_plural = _("prices")
         constraints = [
-            models.UniqueConstraint(fields=["offer", "price_type"], name="uniq_offer_price")
+            models.UniqueConstraint(
+                fields=["offer", "price_type"], name="uniq_offer_price"
+            )
         ]
 
     def __str__(self) -> str:
@@ -179,7 +195,9 @@ class Stock(models.Model):
         verbose_name = _("stock")
         verbose_name_plural = _("stock")
         constraints = [
-            models.UniqueConstraint(fields=["offer", "warehouse"], name="uniq_offer_stock")
+            models.UniqueConstraint(
+                fields=["offer", "warehouse"], name="uniq_offer_stock"
+            )
         ]
 
     def __str__(self) -> str:
@@ -187,7 +205,9 @@ class Stock(models.Model):
 
 
 class Picture(models.Model):
-    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="pictures")
+    product = models.ForeignKey(
+        Product, on_delete=models.CASCADE, related_name="pictures"
+    )
     # Path as 1C gives it, relative to the package: ``import_files/ab/<id>.jpg``.
     path = models.CharField(_("path"), max_length=NAME_LENGTH)
     position = models.PositiveSmallIntegerField(_("position"), default=0)
@@ -198,7 +218,9 @@ class Picture(models.Model):
         verbose_name_plural = _("pictures")
         ordering = ["product", "position"]
         constraints = [
-            models.UniqueConstraint(fields=["product", "path"], name="uniq_product_picture")
+            models.UniqueConstraint(
+                fields=["product", "path"], name="uniq_product_picture"
+            )
         ]
 
     def __str__(self) -> str:

@@ -7,13 +7,29 @@ class ExchangeFileInline(admin.TabularInline):
     model = ExchangeFile
     extra = 0
     can_delete = False
-    fields = ("order", "name", "kind", "size", "status", "only_changes", "items", "error")
+    fields = (
+        "order",
+        "name",
+        "kind",
+        "size",
+        "status",
+        "only_changes",
+        "items",
+        "error",
+    )
     readonly_fields = fields
 
 
 @admin.register(ExchangeSession)
 class ExchangeSessionAdmin(admin.ModelAdmin):
-    list_display = ("id", "package", "status", "full_package", "created_at", "finished_at")
+    list_display = (
+        "id",
+        "package",
+        "status",
+        "full_package",
+        "created_at",
+        "finished_at",
+    )
     list_filter = ("status", "full_package")
     search_fields = ("package",)
     readonly_fields = (
@@ -26,7 +42,15 @@ class ExchangeSessionAdmin(admin.ModelAdmin):
 
 @admin.register(ImportProblem)
 class ImportProblemAdmin(admin.ModelAdmin):
-    list_display = ("session", "code", "action", "file", "line", "external_id", "message")
+    list_display = (
+        "session",
+        "code",
+        "action",
+        "file",
+        "line",
+        "external_id",
+        "message",
+    )
     list_filter = ("code", "action")
     search_fields = ("external_id", "file", "message")
     readonly_fields = (

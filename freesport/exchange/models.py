@@ -92,7 +92,9 @@ class ExchangeFile(models.Model):
         FAILED = "failed", _("failed")
         SKIPPED = "skipped", _("not a catalogue file")
 
-    session = models.ForeignKey(ExchangeSession, on_delete=models.CASCADE, related_name="files")
+    session = models.ForeignKey(
+        ExchangeSession, on_delete=models.CASCADE, related_name="files"
+    )
     name = models.CharField(_("name"), max_length=500)
     path = models.CharField(_("path"), max_length=1000)
     kind = models.CharField(_("kind"), max_length=30)

@@ -306,14 +306,18 @@ class CatalogReader:
                 _release(element)
         except etree.XMLSyntaxError as error:
             line = error.lineno if error.lineno else None
-            raise CommerceMLError(self.path, line, f"invalid XML: {error.msg}") from error
+            raise CommerceMLError(
+                self.path, line, f"invalid XML: {error.msg}"
+            ) from error
 
     def _read_root(self, element: Any) -> None:
         self.info.version = element.get("ВерсияСхемы", "")
         tag = element.tag
         self.info.namespace = tag[1 : tag.index("}")] if tag.startswith("{") else ""
         if element.getroottree().docinfo.doctype:
-            raise UnsafeXMLError(self.path, element.sourceline, "DOCTYPE declaration found")
+            raise UnsafeXMLError(
+                self.path, element.sourceline, "DOCTYPE declaration found"
+            )
 
     def _section(self, name: str, element: Any) -> Section | None:
         only_changes = _flag(element.get("СодержитТолькоИзменения"))
@@ -504,7 +508,9 @@ class CatalogReader:
                 quantity = _text(child)
             elif tag == "Склад":
                 # CommerceML 2.0x: <Склад ИдСклада="…" КоличествоНаСкладе="…"/>
-                stock.append((child.get("ИдСклада", ""), child.get("КоличествоНаСкладе", "")))
+                stock.append(
+                    (child.get("ИдСклада", ""), child.get("КоличествоНаСкладе", ""))
+                )
             elif tag == "Остатки":
                 quantity = _rests(child, stock, quantity)
             elif tag == "Статус":
@@ -612,7 +618,9 @@ def _prices(container: Any) -> Iterator[PriceRecord]:
         yield PriceRecord(price_type, value, currency)
 
 
-def _rests(container: Any, stock: list[tuple[str, str]], quantity: str | None) -> str | None:
+def _rests(
+    container: Any, stock: list[tuple[str, str]], quantity: str | None
+) -> str | None:
     """Collect ``Остатки/Остаток`` rows; return the warehouse-less total if given."""
     for rest in container:
         for child in rest:

@@ -177,9 +177,13 @@ def write_properties(
     result.add("properties", upsert.upsert_external(Property, rows, ctx.session_id))
     # One property may describe goods and offers, listed in both kinds of file;
     # the flag only ever turns on, so the two files do not overwrite each other.
-    offer_keys = [r.external_id for r in records if r.for_offers and r.external_id in rows]
+    offer_keys = [
+        r.external_id for r in records if r.for_offers and r.external_id in rows
+    ]
     for part in upsert.chunked(offer_keys):
-        Property.objects.filter(external_id__in=part, for_offers=False).update(for_offers=True)
+        Property.objects.filter(external_id__in=part, for_offers=False).update(
+            for_offers=True
+        )
     _write_property_values(values, result)
     return result
 
@@ -452,7 +456,11 @@ def _product_key(offer_id: str, product_pks: dict[str, int]) -> str:
 
 def write_offers(records: Sequence[OfferRecord], ctx: BatchContext) -> BatchResult:
     result = BatchResult()
-    valid = [r for r in records if _valid_id(r.external_id, "offers", "offer", r.line, result)]
+    valid = [
+        r
+        for r in records
+        if _valid_id(r.external_id, "offers", "offer", r.line, result)
+    ]
     candidates = {r.external_id for r in valid if "#" in r.external_id}
     candidates.update(r.external_id.partition("#")[0] for r in valid)
     product_pks = upsert.id_map(Product, candidates)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, reset_queries, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -113,6 +113,8 @@ class FileImport:
                 len(records), kind.__name__, self.file.name, type(error).__name__,
             )  # fmt: skip
             self._flush_one_by_one(records)
+        # With DEBUG on, Django keeps every query's SQL; bulk statements are large.
+        reset_queries()
         self._report_progress()
 
     def _flush_one_by_one(self, records: Sequence[Any]) -> None:
@@ -207,7 +209,9 @@ def import_file(session_id: int, file_id: int) -> str:
     info = job.reader.info
     file.items = job.items
     file.sections = info.sections
-    file.only_changes = _only_changes(info.catalog_only_changes, info.offers_only_changes)
+    file.only_changes = _only_changes(
+        info.catalog_only_changes, info.offers_only_changes
+    )
     file.full_goods = info.has_goods and info.catalog_only_changes is not True
     file.full_offers = info.has_offers and info.offers_only_changes is not True
     file.save()
@@ -232,7 +236,9 @@ def _only_changes(catalog: bool | None, offers: bool | None) -> bool | None:
 
 def _add_bytes(session_id: int, amount: int) -> None:
     if amount:
-        ExchangeSession.objects.filter(pk=session_id).update(bytes_done=F("bytes_done") + amount)
+        ExchangeSession.objects.filter(pk=session_id).update(
+            bytes_done=F("bytes_done") + amount
+        )
 
 
 def _fail_file(
@@ -260,7 +266,9 @@ def _fail_file(
 
 def _fail_session(session_id: int, error: str) -> None:
     ExchangeSession.objects.filter(pk=session_id).update(
-        status=ExchangeSession.Status.FAILED, error=error[:4000], finished_at=timezone.now()
+        status=ExchangeSession.Status.FAILED,
+        error=error[:4000],
+        finished_at=timezone.now(),
     )
 
 
@@ -290,7 +298,9 @@ def finish_import(session_id: int) -> str:
     return status
 
 
-def deactivate_missing(session: ExchangeSession, files: list[ExchangeFile]) -> dict[str, int]:
+def deactivate_missing(
+    session: ExchangeSession, files: list[ExchangeFile]
+) -> dict[str, int]:
     """Deactivate goods and offers a full package did not contain.
 
     Runs only after every file imported. The content hash is reset so the row

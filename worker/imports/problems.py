@@ -39,12 +39,18 @@ class Problem:
         return self.action == ImportProblem.Action.SKIPPED
 
 
-def skipped(element: str, external_id: str, line: int | None, code: str, message: str) -> Problem:
+def skipped(
+    element: str, external_id: str, line: int | None, code: str, message: str
+) -> Problem:
     return Problem(code, PATHS[element], external_id, line, message)
 
 
-def clamped(element: str, external_id: str, line: int | None, code: str, message: str) -> Problem:
-    return Problem(code, PATHS[element], external_id, line, message, ImportProblem.Action.CLAMPED)
+def clamped(
+    element: str, external_id: str, line: int | None, code: str, message: str
+) -> Problem:
+    return Problem(
+        code, PATHS[element], external_id, line, message, ImportProblem.Action.CLAMPED
+    )
 
 
 def save(session_id: int, file_name: str, problems: list[Problem]) -> None:

@@ -22,14 +22,17 @@ def zip_limits() -> ZipLimits:
     )
 
 
-def create_session(paths: Sequence[Path], *, deactivate_missing: bool = True) -> ExchangeSession:
+def create_session(
+    paths: Sequence[Path], *, deactivate_missing: bool = True
+) -> ExchangeSession:
     """Register a package (directories, files or zips) as a queued session.
 
     Zips are unpacked into the session's own folder under ``EXCHANGE_ROOT``;
     directories and loose files are read where they are.
     """
     session = ExchangeSession.objects.create(
-        package=", ".join(str(p) for p in paths)[:500], deactivate_missing=deactivate_missing
+        package=", ".join(str(p) for p in paths)[:500],
+        deactivate_missing=deactivate_missing,
     )
     sources: list[Path] = []
     for path in paths:
@@ -66,7 +69,9 @@ def enqueue_import(session: ExchangeSession, *, queue: str | None = None) -> lis
     from worker.tasks.imports import finish_import, import_file
 
     file_ids = list(session.files.order_by("order").values_list("pk", flat=True))
-    signatures = [import_file.si(session.pk, file_id).set(task_id=uuid()) for file_id in file_ids]
+    signatures = [
+        import_file.si(session.pk, file_id).set(task_id=uuid()) for file_id in file_ids
+    ]
     signatures.append(finish_import.si(session.pk).set(task_id=uuid()))
     session.task_ids = [s.options["task_id"] for s in signatures]
     session.save(update_fields=["task_ids"])

@@ -5,210 +5,562 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='PriceType',
+            name="PriceType",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('external_id', models.CharField(max_length=100, unique=True, verbose_name='1C id')),
-                ('is_deleted', models.BooleanField(default=False, verbose_name='deleted in 1C')),
-                ('content_hash', models.CharField(default='', editable=False, max_length=32)),
-                ('last_seen_session', models.BigIntegerField(blank=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('name', models.CharField(max_length=255, verbose_name='name')),
-                ('currency', models.CharField(blank=True, max_length=10, verbose_name='currency')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "external_id",
+                    models.CharField(max_length=100, unique=True, verbose_name="1C id"),
+                ),
+                (
+                    "is_deleted",
+                    models.BooleanField(default=False, verbose_name="deleted in 1C"),
+                ),
+                (
+                    "content_hash",
+                    models.CharField(default="", editable=False, max_length=32),
+                ),
+                (
+                    "last_seen_session",
+                    models.BigIntegerField(blank=True, editable=False, null=True),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("name", models.CharField(max_length=255, verbose_name="name")),
+                (
+                    "currency",
+                    models.CharField(
+                        blank=True, max_length=10, verbose_name="currency"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'price type',
-                'verbose_name_plural': 'price types',
+                "verbose_name": "price type",
+                "verbose_name_plural": "price types",
             },
         ),
         migrations.CreateModel(
-            name='Property',
+            name="Property",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('external_id', models.CharField(max_length=100, unique=True, verbose_name='1C id')),
-                ('is_deleted', models.BooleanField(default=False, verbose_name='deleted in 1C')),
-                ('content_hash', models.CharField(default='', editable=False, max_length=32)),
-                ('last_seen_session', models.BigIntegerField(blank=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('name', models.CharField(max_length=255, verbose_name='name')),
-                ('value_type', models.CharField(blank=True, max_length=50, verbose_name='value type')),
-                ('for_offers', models.BooleanField(default=False, verbose_name='describes offers')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "external_id",
+                    models.CharField(max_length=100, unique=True, verbose_name="1C id"),
+                ),
+                (
+                    "is_deleted",
+                    models.BooleanField(default=False, verbose_name="deleted in 1C"),
+                ),
+                (
+                    "content_hash",
+                    models.CharField(default="", editable=False, max_length=32),
+                ),
+                (
+                    "last_seen_session",
+                    models.BigIntegerField(blank=True, editable=False, null=True),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("name", models.CharField(max_length=255, verbose_name="name")),
+                (
+                    "value_type",
+                    models.CharField(
+                        blank=True, max_length=50, verbose_name="value type"
+                    ),
+                ),
+                (
+                    "for_offers",
+                    models.BooleanField(default=False, verbose_name="describes offers"),
+                ),
             ],
             options={
-                'verbose_name': 'property',
-                'verbose_name_plural': 'properties',
+                "verbose_name": "property",
+                "verbose_name_plural": "properties",
             },
         ),
         migrations.CreateModel(
-            name='Unit',
+            name="Unit",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('external_id', models.CharField(max_length=100, unique=True, verbose_name='1C id')),
-                ('is_deleted', models.BooleanField(default=False, verbose_name='deleted in 1C')),
-                ('content_hash', models.CharField(default='', editable=False, max_length=32)),
-                ('last_seen_session', models.BigIntegerField(blank=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('name', models.CharField(max_length=50, verbose_name='short name')),
-                ('full_name', models.CharField(blank=True, max_length=255, verbose_name='full name')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "external_id",
+                    models.CharField(max_length=100, unique=True, verbose_name="1C id"),
+                ),
+                (
+                    "is_deleted",
+                    models.BooleanField(default=False, verbose_name="deleted in 1C"),
+                ),
+                (
+                    "content_hash",
+                    models.CharField(default="", editable=False, max_length=32),
+                ),
+                (
+                    "last_seen_session",
+                    models.BigIntegerField(blank=True, editable=False, null=True),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("name", models.CharField(max_length=50, verbose_name="short name")),
+                (
+                    "full_name",
+                    models.CharField(
+                        blank=True, max_length=255, verbose_name="full name"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'unit',
-                'verbose_name_plural': 'units',
+                "verbose_name": "unit",
+                "verbose_name_plural": "units",
             },
         ),
         migrations.CreateModel(
-            name='Warehouse',
+            name="Warehouse",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('external_id', models.CharField(max_length=100, unique=True, verbose_name='1C id')),
-                ('is_deleted', models.BooleanField(default=False, verbose_name='deleted in 1C')),
-                ('content_hash', models.CharField(default='', editable=False, max_length=32)),
-                ('last_seen_session', models.BigIntegerField(blank=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('name', models.CharField(max_length=255, verbose_name='name')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "external_id",
+                    models.CharField(max_length=100, unique=True, verbose_name="1C id"),
+                ),
+                (
+                    "is_deleted",
+                    models.BooleanField(default=False, verbose_name="deleted in 1C"),
+                ),
+                (
+                    "content_hash",
+                    models.CharField(default="", editable=False, max_length=32),
+                ),
+                (
+                    "last_seen_session",
+                    models.BigIntegerField(blank=True, editable=False, null=True),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("name", models.CharField(max_length=255, verbose_name="name")),
             ],
             options={
-                'verbose_name': 'warehouse',
-                'verbose_name_plural': 'warehouses',
+                "verbose_name": "warehouse",
+                "verbose_name_plural": "warehouses",
             },
         ),
         migrations.CreateModel(
-            name='Group',
+            name="Group",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('external_id', models.CharField(max_length=100, unique=True, verbose_name='1C id')),
-                ('is_deleted', models.BooleanField(default=False, verbose_name='deleted in 1C')),
-                ('content_hash', models.CharField(default='', editable=False, max_length=32)),
-                ('last_seen_session', models.BigIntegerField(blank=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('name', models.CharField(max_length=255, verbose_name='name')),
-                ('parent_external_id', models.CharField(blank=True, max_length=100)),
-                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='children', to='catalog.group')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "external_id",
+                    models.CharField(max_length=100, unique=True, verbose_name="1C id"),
+                ),
+                (
+                    "is_deleted",
+                    models.BooleanField(default=False, verbose_name="deleted in 1C"),
+                ),
+                (
+                    "content_hash",
+                    models.CharField(default="", editable=False, max_length=32),
+                ),
+                (
+                    "last_seen_session",
+                    models.BigIntegerField(blank=True, editable=False, null=True),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("name", models.CharField(max_length=255, verbose_name="name")),
+                ("parent_external_id", models.CharField(blank=True, max_length=100)),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="children",
+                        to="catalog.group",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'group',
-                'verbose_name_plural': 'groups',
+                "verbose_name": "group",
+                "verbose_name_plural": "groups",
             },
         ),
         migrations.CreateModel(
-            name='Product',
+            name="Product",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('external_id', models.CharField(max_length=100, unique=True, verbose_name='1C id')),
-                ('is_deleted', models.BooleanField(default=False, verbose_name='deleted in 1C')),
-                ('content_hash', models.CharField(default='', editable=False, max_length=32)),
-                ('last_seen_session', models.BigIntegerField(blank=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('name', models.CharField(max_length=255, verbose_name='name')),
-                ('sku', models.CharField(blank=True, db_index=True, max_length=100, verbose_name='article')),
-                ('barcode', models.CharField(blank=True, max_length=50, verbose_name='barcode')),
-                ('description', models.TextField(blank=True, verbose_name='description')),
-                ('group_external_id', models.CharField(blank=True, max_length=100)),
-                ('unit_code', models.CharField(blank=True, max_length=20, verbose_name='base unit')),
-                ('properties', models.JSONField(blank=True, default=dict, verbose_name='property values')),
-                ('is_active', models.BooleanField(db_index=True, default=True, verbose_name='active')),
-                ('group', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='products', to='catalog.group')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "external_id",
+                    models.CharField(max_length=100, unique=True, verbose_name="1C id"),
+                ),
+                (
+                    "is_deleted",
+                    models.BooleanField(default=False, verbose_name="deleted in 1C"),
+                ),
+                (
+                    "content_hash",
+                    models.CharField(default="", editable=False, max_length=32),
+                ),
+                (
+                    "last_seen_session",
+                    models.BigIntegerField(blank=True, editable=False, null=True),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("name", models.CharField(max_length=255, verbose_name="name")),
+                (
+                    "sku",
+                    models.CharField(
+                        blank=True,
+                        db_index=True,
+                        max_length=100,
+                        verbose_name="article",
+                    ),
+                ),
+                (
+                    "barcode",
+                    models.CharField(blank=True, max_length=50, verbose_name="barcode"),
+                ),
+                (
+                    "description",
+                    models.TextField(blank=True, verbose_name="description"),
+                ),
+                ("group_external_id", models.CharField(blank=True, max_length=100)),
+                (
+                    "unit_code",
+                    models.CharField(
+                        blank=True, max_length=20, verbose_name="base unit"
+                    ),
+                ),
+                (
+                    "properties",
+                    models.JSONField(
+                        blank=True, default=dict, verbose_name="property values"
+                    ),
+                ),
+                (
+                    "is_active",
+                    models.BooleanField(
+                        db_index=True, default=True, verbose_name="active"
+                    ),
+                ),
+                (
+                    "group",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="products",
+                        to="catalog.group",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'product',
-                'verbose_name_plural': 'products',
+                "verbose_name": "product",
+                "verbose_name_plural": "products",
             },
         ),
         migrations.CreateModel(
-            name='Offer',
+            name="Offer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('external_id', models.CharField(max_length=100, unique=True, verbose_name='1C id')),
-                ('is_deleted', models.BooleanField(default=False, verbose_name='deleted in 1C')),
-                ('content_hash', models.CharField(default='', editable=False, max_length=32)),
-                ('last_seen_session', models.BigIntegerField(blank=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('name', models.CharField(blank=True, max_length=255, verbose_name='name')),
-                ('sku', models.CharField(blank=True, max_length=100, verbose_name='article')),
-                ('characteristics', models.JSONField(blank=True, default=list, verbose_name='characteristics')),
-                ('quantity', models.DecimalField(blank=True, decimal_places=3, max_digits=15, null=True, verbose_name='quantity')),
-                ('is_active', models.BooleanField(db_index=True, default=True, verbose_name='active')),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='offers', to='catalog.product')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "external_id",
+                    models.CharField(max_length=100, unique=True, verbose_name="1C id"),
+                ),
+                (
+                    "is_deleted",
+                    models.BooleanField(default=False, verbose_name="deleted in 1C"),
+                ),
+                (
+                    "content_hash",
+                    models.CharField(default="", editable=False, max_length=32),
+                ),
+                (
+                    "last_seen_session",
+                    models.BigIntegerField(blank=True, editable=False, null=True),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "name",
+                    models.CharField(blank=True, max_length=255, verbose_name="name"),
+                ),
+                (
+                    "sku",
+                    models.CharField(
+                        blank=True, max_length=100, verbose_name="article"
+                    ),
+                ),
+                (
+                    "characteristics",
+                    models.JSONField(
+                        blank=True, default=list, verbose_name="characteristics"
+                    ),
+                ),
+                (
+                    "quantity",
+                    models.DecimalField(
+                        blank=True,
+                        decimal_places=3,
+                        max_digits=15,
+                        null=True,
+                        verbose_name="quantity",
+                    ),
+                ),
+                (
+                    "is_active",
+                    models.BooleanField(
+                        db_index=True, default=True, verbose_name="active"
+                    ),
+                ),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="offers",
+                        to="catalog.product",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'offer',
-                'verbose_name_plural': 'offers',
+                "verbose_name": "offer",
+                "verbose_name_plural": "offers",
             },
         ),
         migrations.CreateModel(
-            name='Price',
+            name="Price",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('value', models.DecimalField(decimal_places=2, max_digits=14, verbose_name='price per unit')),
-                ('currency', models.CharField(blank=True, max_length=10, verbose_name='currency')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('offer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='prices', to='catalog.offer')),
-                ('price_type', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='catalog.pricetype')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "value",
+                    models.DecimalField(
+                        decimal_places=2, max_digits=14, verbose_name="price per unit"
+                    ),
+                ),
+                (
+                    "currency",
+                    models.CharField(
+                        blank=True, max_length=10, verbose_name="currency"
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "offer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="prices",
+                        to="catalog.offer",
+                    ),
+                ),
+                (
+                    "price_type",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="catalog.pricetype",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'price',
-                'verbose_name_plural': 'prices',
-                'constraints': [models.UniqueConstraint(fields=('offer', 'price_type'), name='uniq_offer_price')],
+                "verbose_name": "price",
+                "verbose_name_plural": "prices",
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("offer", "price_type"), name="uniq_offer_price"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Picture',
+            name="Picture",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('path', models.CharField(max_length=255, verbose_name='path')),
-                ('position', models.PositiveSmallIntegerField(default=0, verbose_name='position')),
-                ('image', models.FileField(max_length=255, upload_to='catalog/', verbose_name='file')),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='pictures', to='catalog.product')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("path", models.CharField(max_length=255, verbose_name="path")),
+                (
+                    "position",
+                    models.PositiveSmallIntegerField(
+                        default=0, verbose_name="position"
+                    ),
+                ),
+                (
+                    "image",
+                    models.FileField(
+                        max_length=255, upload_to="catalog/", verbose_name="file"
+                    ),
+                ),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="pictures",
+                        to="catalog.product",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'picture',
-                'verbose_name_plural': 'pictures',
-                'ordering': ['product', 'position'],
-                'constraints': [models.UniqueConstraint(fields=('product', 'path'), name='uniq_product_picture')],
+                "verbose_name": "picture",
+                "verbose_name_plural": "pictures",
+                "ordering": ["product", "position"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("product", "path"), name="uniq_product_picture"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='PropertyValue',
+            name="PropertyValue",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('external_id', models.CharField(max_length=100, verbose_name='1C id')),
-                ('value', models.CharField(max_length=100, verbose_name='value')),
-                ('property', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='values', to='catalog.property')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("external_id", models.CharField(max_length=100, verbose_name="1C id")),
+                ("value", models.CharField(max_length=100, verbose_name="value")),
+                (
+                    "property",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="values",
+                        to="catalog.property",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'property value',
-                'verbose_name_plural': 'property values',
-                'constraints': [models.UniqueConstraint(fields=('property', 'external_id'), name='uniq_property_value')],
+                "verbose_name": "property value",
+                "verbose_name_plural": "property values",
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("property", "external_id"), name="uniq_property_value"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Stock',
+            name="Stock",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('quantity', models.DecimalField(decimal_places=3, max_digits=15, verbose_name='quantity')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('offer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='stock', to='catalog.offer')),
-                ('warehouse', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='catalog.warehouse')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "quantity",
+                    models.DecimalField(
+                        decimal_places=3, max_digits=15, verbose_name="quantity"
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "offer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="stock",
+                        to="catalog.offer",
+                    ),
+                ),
+                (
+                    "warehouse",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="catalog.warehouse",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'stock',
-                'verbose_name_plural': 'stock',
-                'constraints': [models.UniqueConstraint(fields=('offer', 'warehouse'), name='uniq_offer_stock')],
+                "verbose_name": "stock",
+                "verbose_name_plural": "stock",
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("offer", "warehouse"), name="uniq_offer_stock"
+                    )
+                ],
             },
         ),
     ]

@@ -5,80 +5,211 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ExchangeSession',
+            name="ExchangeSession",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('package', models.CharField(max_length=500, verbose_name='package')),
-                ('status', models.CharField(choices=[('queued', 'queued'), ('running', 'running'), ('succeeded', 'succeeded'), ('partial', 'partially succeeded'), ('failed', 'failed')], default='queued', max_length=20, verbose_name='status')),
-                ('full_package', models.BooleanField(default=False, verbose_name='full package')),
-                ('deactivate_missing', models.BooleanField(default=True, verbose_name='deactivate goods missing from a full package')),
-                ('counts', models.JSONField(blank=True, default=dict, verbose_name='counts')),
-                ('deactivated', models.JSONField(blank=True, default=dict, verbose_name='deactivated')),
-                ('bytes_total', models.BigIntegerField(default=0)),
-                ('bytes_done', models.BigIntegerField(default=0)),
-                ('error', models.TextField(blank=True, verbose_name='error')),
-                ('task_ids', models.JSONField(blank=True, default=list, verbose_name='Celery task ids')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True, verbose_name='created')),
-                ('started_at', models.DateTimeField(blank=True, null=True, verbose_name='started')),
-                ('finished_at', models.DateTimeField(blank=True, null=True, verbose_name='finished')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("package", models.CharField(max_length=500, verbose_name="package")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "queued"),
+                            ("running", "running"),
+                            ("succeeded", "succeeded"),
+                            ("partial", "partially succeeded"),
+                            ("failed", "failed"),
+                        ],
+                        default="queued",
+                        max_length=20,
+                        verbose_name="status",
+                    ),
+                ),
+                (
+                    "full_package",
+                    models.BooleanField(default=False, verbose_name="full package"),
+                ),
+                (
+                    "deactivate_missing",
+                    models.BooleanField(
+                        default=True,
+                        verbose_name="deactivate goods missing from a full package",
+                    ),
+                ),
+                (
+                    "counts",
+                    models.JSONField(blank=True, default=dict, verbose_name="counts"),
+                ),
+                (
+                    "deactivated",
+                    models.JSONField(
+                        blank=True, default=dict, verbose_name="deactivated"
+                    ),
+                ),
+                ("bytes_total", models.BigIntegerField(default=0)),
+                ("bytes_done", models.BigIntegerField(default=0)),
+                ("error", models.TextField(blank=True, verbose_name="error")),
+                (
+                    "task_ids",
+                    models.JSONField(
+                        blank=True, default=list, verbose_name="Celery task ids"
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        auto_now_add=True, db_index=True, verbose_name="created"
+                    ),
+                ),
+                (
+                    "started_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="started"),
+                ),
+                (
+                    "finished_at",
+                    models.DateTimeField(
+                        blank=True, null=True, verbose_name="finished"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'exchange session',
-                'verbose_name_plural': 'exchange sessions',
-                'ordering': ['-created_at'],
+                "verbose_name": "exchange session",
+                "verbose_name_plural": "exchange sessions",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='ExchangeFile',
+            name="ExchangeFile",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=500, verbose_name='name')),
-                ('path', models.CharField(max_length=1000, verbose_name='path')),
-                ('kind', models.CharField(max_length=30, verbose_name='kind')),
-                ('order', models.PositiveIntegerField(default=0)),
-                ('size', models.BigIntegerField(default=0)),
-                ('status', models.CharField(choices=[('pending', 'pending'), ('imported', 'imported'), ('failed', 'failed'), ('skipped', 'not a catalogue file')], default='pending', max_length=20, verbose_name='status')),
-                ('only_changes', models.BooleanField(null=True, verbose_name='changes only')),
-                ('sections', models.JSONField(blank=True, default=list)),
-                ('full_goods', models.BooleanField(default=False)),
-                ('full_offers', models.BooleanField(default=False)),
-                ('items', models.PositiveIntegerField(default=0, verbose_name='items read')),
-                ('error', models.TextField(blank=True, verbose_name='error')),
-                ('session', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='files', to='exchange.exchangesession')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("name", models.CharField(max_length=500, verbose_name="name")),
+                ("path", models.CharField(max_length=1000, verbose_name="path")),
+                ("kind", models.CharField(max_length=30, verbose_name="kind")),
+                ("order", models.PositiveIntegerField(default=0)),
+                ("size", models.BigIntegerField(default=0)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "pending"),
+                            ("imported", "imported"),
+                            ("failed", "failed"),
+                            ("skipped", "not a catalogue file"),
+                        ],
+                        default="pending",
+                        max_length=20,
+                        verbose_name="status",
+                    ),
+                ),
+                (
+                    "only_changes",
+                    models.BooleanField(null=True, verbose_name="changes only"),
+                ),
+                ("sections", models.JSONField(blank=True, default=list)),
+                ("full_goods", models.BooleanField(default=False)),
+                ("full_offers", models.BooleanField(default=False)),
+                (
+                    "items",
+                    models.PositiveIntegerField(default=0, verbose_name="items read"),
+                ),
+                ("error", models.TextField(blank=True, verbose_name="error")),
+                (
+                    "session",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="files",
+                        to="exchange.exchangesession",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'exchange file',
-                'verbose_name_plural': 'exchange files',
-                'ordering': ['session', 'order'],
+                "verbose_name": "exchange file",
+                "verbose_name_plural": "exchange files",
+                "ordering": ["session", "order"],
             },
         ),
         migrations.CreateModel(
-            name='ImportProblem',
+            name="ImportProblem",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('file', models.CharField(max_length=500, verbose_name='file')),
-                ('line', models.PositiveIntegerField(blank=True, null=True, verbose_name='line')),
-                ('element', models.CharField(max_length=500, verbose_name='element path')),
-                ('external_id', models.CharField(blank=True, max_length=200, verbose_name='1C id')),
-                ('code', models.CharField(max_length=50, verbose_name='code')),
-                ('action', models.CharField(choices=[('skipped', 'skipped'), ('clamped', 'clamped'), ('file_failed', 'file failed')], max_length=20, verbose_name='action')),
-                ('message', models.TextField(verbose_name='message')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('session', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='problems', to='exchange.exchangesession')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("file", models.CharField(max_length=500, verbose_name="file")),
+                (
+                    "line",
+                    models.PositiveIntegerField(
+                        blank=True, null=True, verbose_name="line"
+                    ),
+                ),
+                (
+                    "element",
+                    models.CharField(max_length=500, verbose_name="element path"),
+                ),
+                (
+                    "external_id",
+                    models.CharField(blank=True, max_length=200, verbose_name="1C id"),
+                ),
+                ("code", models.CharField(max_length=50, verbose_name="code")),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("skipped", "skipped"),
+                            ("clamped", "clamped"),
+                            ("file_failed", "file failed"),
+                        ],
+                        max_length=20,
+                        verbose_name="action",
+                    ),
+                ),
+                ("message", models.TextField(verbose_name="message")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "session",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="problems",
+                        to="exchange.exchangesession",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'import problem',
-                'verbose_name_plural': 'import problems',
-                'ordering': ['session', 'id'],
-                'indexes': [models.Index(fields=['session', 'code'], name='exchange_im_session_6a1ba8_idx')],
+                "verbose_name": "import problem",
+                "verbose_name_plural": "import problems",
+                "ordering": ["session", "id"],
+                "indexes": [
+                    models.Index(
+                        fields=["session", "code"],
+                        name="exchange_im_session_6a1ba8_idx",
+                    )
+                ],
             },
         ),
     ]

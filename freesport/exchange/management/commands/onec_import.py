@@ -31,8 +31,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("paths", nargs="+", type=Path, help="package folders, files or zips")
-        parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+        parser.add_argument(
+            "paths", nargs="+", type=Path, help="package folders, files or zips"
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="print the summary as JSON"
+        )
         parser.add_argument(
             "--no-deactivate",
             action="store_true",
@@ -69,8 +73,12 @@ class Command(BaseCommand):
         except PackageError as error:
             raise CommandError(str(error)) from error
         if not options["json"]:
-            self.stderr.write(f"Exchange session {session.pk}: {session.files.count()} files queued")
-        session = self._wait(session, options["timeout"], show_progress=not options["json"])
+            self.stderr.write(
+                f"Exchange session {session.pk}: {session.files.count()} files queued"
+            )
+        session = self._wait(
+            session, options["timeout"], show_progress=not options["json"]
+        )
         summary = session.summary()
         if options["json"]:
             self.stdout.write(json.dumps(summary, ensure_ascii=False, indent=2))
@@ -78,7 +86,9 @@ class Command(BaseCommand):
             self._print_summary(session)
         sys.exit(_exit_code(session))
 
-    def _wait(self, session: ExchangeSession, timeout: float, show_progress: bool) -> ExchangeSession:
+    def _wait(
+        self, session: ExchangeSession, timeout: float, show_progress: bool
+    ) -> ExchangeSession:
         deadline = time.monotonic() + timeout if timeout else None
         interactive = show_progress and self.stderr.isatty()
         while True:
@@ -116,7 +126,9 @@ class Command(BaseCommand):
     def _print_summary(self, session: ExchangeSession) -> None:
         write = self.stdout.write
         write(f"Exchange session {session.pk}: {session.status}")
-        write(f"{'entity':<18}{'created':>9}{'updated':>9}{'unchanged':>11}{'skipped':>9}")
+        write(
+            f"{'entity':<18}{'created':>9}{'updated':>9}{'unchanged':>11}{'skipped':>9}"
+        )
         for entity, row in session.counts.items():
             write(
                 f"{entity:<18}{row.get('created', 0):>9}{row.get('updated', 0):>9}"
@@ -128,8 +140,12 @@ class Command(BaseCommand):
         if problems:
             write(f"{problems} problems recorded; the first ones:")
             for problem in session.problems.all()[:10]:
-                where = f"{problem.file}:{problem.line}" if problem.line else problem.file
-                write(f"  {where} {problem.code} {problem.external_id} {problem.message}")
+                where = (
+                    f"{problem.file}:{problem.line}" if problem.line else problem.file
+                )
+                write(
+                    f"  {where} {problem.code} {problem.external_id} {problem.message}"
+                )
             write("All of them are in the admin under Import problems.")
         if session.error:
             write(f"error: {session.error}")

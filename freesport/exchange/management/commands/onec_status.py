@@ -19,8 +19,12 @@ class Command(BaseCommand):
     help = "Show whether Redis, the database and workers are up, and the last sessions."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--json", action="store_true", help="print the report as JSON")
-        parser.add_argument("--sessions", type=int, default=5, help="how many sessions to list")
+        parser.add_argument(
+            "--json", action="store_true", help="print the report as JSON"
+        )
+        parser.add_argument(
+            "--sessions", type=int, default=5, help="how many sessions to list"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         report = {
@@ -31,7 +35,9 @@ class Command(BaseCommand):
         }
         healthy = report["redis"]["ok"] and report["database"]["ok"]
         if options["json"]:
-            self.stdout.write(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+            self.stdout.write(
+                json.dumps(report, ensure_ascii=False, indent=2, default=str)
+            )
         else:
             self._print(report)
         sys.exit(0 if healthy else 1)
@@ -39,9 +45,13 @@ class Command(BaseCommand):
     def _print(self, report: dict[str, Any]) -> None:
         write = self.stdout.write
         redis_ = report["redis"]
-        write(f"Redis:    {'ok' if redis_['ok'] else 'DOWN'} {redis_['url']} {redis_.get('error', '')}")
+        write(
+            f"Redis:    {'ok' if redis_['ok'] else 'DOWN'} {redis_['url']} {redis_.get('error', '')}"
+        )
         db = report["database"]
-        write(f"Database: {'ok' if db['ok'] else 'DOWN'} {db['vendor']} {db.get('error', '')}")
+        write(
+            f"Database: {'ok' if db['ok'] else 'DOWN'} {db['vendor']} {db.get('error', '')}"
+        )
         workers = report["workers"]
         write(f"Workers:  {len(workers)} online {' '.join(workers)}")
         write("Last exchange sessions:")
