@@ -82,7 +82,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         # write lock at BEGIN so two writers wait on busy_timeout instead of failing
         # with "database is locked" when a read transaction upgrades.
         "init_command": (
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;"
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+            "PRAGMA busy_timeout=30000;"
         ),
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 
+from config.embedded_redis import EmbeddedRedis
 from config.settings import *  # noqa: F403
 from config.settings import BASE_DIR, DATABASES
-from config.embedded_redis import EmbeddedRedis
 
 VAR_DIR = BASE_DIR / "var" / "test"
 VAR_DIR.mkdir(parents=True, exist_ok=True)

@@ -85,14 +85,14 @@ class WorkerProcess:
             if limit:
                 resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
-        self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.log = open(log_path, "ab")
         self.process = subprocess.Popen(
             command,
             cwd=PROJECT_DIR,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            preexec_fn=cap_memory if limit else None,  # noqa: PLW1509
+            preexec_fn=cap_memory if limit else None,
             start_new_session=True,
         )
 

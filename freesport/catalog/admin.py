@@ -4,7 +4,7 @@ from freesport.catalog import models
 
 
 class ExternalAdmin(admin.ModelAdmin):
-    search_fields = ("external_id", "name")
+    search_fields = ["external_id", "name"]
     readonly_fields = ("content_hash", "last_seen_session", "created_at", "updated_at")
 
 
@@ -32,7 +32,7 @@ class PictureInline(admin.TabularInline):
 class ProductAdmin(ExternalAdmin):
     list_display = ("name", "sku", "group", "is_active", "is_deleted", "external_id")
     list_filter = ("is_active", "is_deleted")
-    search_fields = ("external_id", "name", "sku")
+    search_fields = ["external_id", "name", "sku"]
     inlines = [PictureInline]
     raw_id_fields = ("group",)
 

@@ -18,7 +18,7 @@ VALUE_LENGTH = 100
 
 
 class ExternalModel(models.Model):
-    """A row mirrored from 1C: its ``Ид``, the deletion mark and the import bookkeeping."""
+    """A row mirrored from 1C: its ``Ид``, deletion mark and import bookkeeping."""
 
     external_id = models.CharField(
         _("1C id"), max_length=EXTERNAL_ID_LENGTH, unique=True

@@ -56,7 +56,7 @@ def existing_hashes(model: type[ExternalModel], keys: Sequence[str]) -> dict[str
     found: dict[str, str] = {}
     for part in chunked(keys):
         found.update(
-            model.objects.filter(external_id__in=part).values_list(
+            model._default_manager.filter(external_id__in=part).values_list(
                 "external_id", "content_hash"
             )
         )
@@ -123,7 +123,7 @@ def upsert_external(
             "last_seen_session",
         ]
         update_fields.append("updated_at")
-        model.objects.bulk_create(
+        model._default_manager.bulk_create(
             to_write,
             update_conflicts=True,
             unique_fields=["external_id"],
@@ -138,7 +138,9 @@ def touch_seen(
 ) -> None:
     """Record that the rows were present in this session's package."""
     for part in chunked(keys):
-        model.objects.filter(external_id__in=part).update(last_seen_session=session_id)
+        model._default_manager.filter(external_id__in=part).update(
+            last_seen_session=session_id
+        )
 
 
 def resolve_group_parents() -> None:

@@ -33,7 +33,8 @@ class ExchangeSessionAdmin(admin.ModelAdmin):
     list_filter = ("status", "full_package")
     search_fields = ("package",)
     readonly_fields = (
-        "package", "status", "full_package", "deactivate_missing", "counts", "deactivated",
+        "package", "status", "full_package", "deactivate_missing", "counts",
+        "deactivated",
         "bytes_total", "bytes_done", "error", "task_ids", "created_at", "started_at",
         "finished_at",
     )  # fmt: skip
@@ -54,6 +55,7 @@ class ImportProblemAdmin(admin.ModelAdmin):
     list_filter = ("code", "action")
     search_fields = ("external_id", "file", "message")
     readonly_fields = (
-        "session", "file", "line", "element", "external_id", "code", "action", "message",
+        "session", "file", "line", "element", "external_id", "code", "action",
+        "message",
         "created_at",
     )  # fmt: skip

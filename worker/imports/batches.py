@@ -623,9 +623,9 @@ def _write_offer_stock(
     for record in records:
         key = record.external_id
         if record.quantity is not None:
-            quantity = _quantity(record.quantity, "quantity", key, record.line, result)
-            if quantity is not False:
-                totals[offer_pks[key]] = quantity  # type: ignore[assignment]
+            ok, total = _quantity(record.quantity, "quantity", key, record.line, result)
+            if ok:
+                totals[offer_pks[key]] = total
         for warehouse, text in record.stock:
             if warehouse_pks is None:
                 warehouse_pks = dict(Warehouse.objects.values_list("external_id", "pk"))
@@ -638,13 +638,14 @@ def _write_offer_stock(
                         key,
                         record.line,
                         "unknown_warehouse",
-                        f"warehouse {warehouse or '(empty Ид)'} is not in the catalogue; "
+                        f"warehouse {warehouse or '(empty Ид)'} is not in the "
+                        "catalogue; "
                         "skipped. Send storages.xml or Склады with the package.",
                     ),
                 )
                 continue
-            quantity = _quantity(text, "stock", key, record.line, result)
-            if quantity is False or quantity is None:
+            ok, quantity = _quantity(text, "stock", key, record.line, result)
+            if not ok or quantity is None:
                 continue
             rows[(offer_pks[key], warehouse_pk)] = quantity
     result.add("stock", upsert.upsert_stock(rows))
@@ -653,13 +654,15 @@ def _write_offer_stock(
 
 def _quantity(
     text: str, element: str, key: str, line: int, result: BatchResult
-) -> Decimal | None | bool:
-    """Parse a quantity; False when skipped, None when absent, clamped at zero."""
+) -> tuple[bool, Decimal | None]:
+    """Parse a quantity; return (ok, value), value None when absent.
+
+    A negative quantity is clamped to zero and recorded; an unparsable or
+    oversized one is skipped and recorded.
+    """
     ok, value = _decimal(text, element, key, line, result, "stock", "Количество")
-    if not ok:
-        return False
-    if value is None:
-        return None
+    if not ok or value is None:
+        return ok, None
     if value < 0:
         result.problems.append(
             clamped(
@@ -670,7 +673,7 @@ def _quantity(
                 f"quantity {text!r} is negative; stored as 0",
             )
         )
-        return Decimal(0)
+        return True, Decimal(0)
     if value > MAX_QUANTITY:
         result.skip(
             "stock",
@@ -682,8 +685,8 @@ def _quantity(
                 f"quantity {text!r} is too large; skipped",
             ),
         )
-        return False
-    return value.quantize(Decimal("0.001"))
+        return False, None
+    return True, value.quantize(Decimal("0.001"))
 
 
 WRITERS: dict[type, Callable[[Sequence[Any], BatchContext], BatchResult]] = {

@@ -134,7 +134,8 @@ class FileImport:
                         type(record).__name__,
                         getattr(record, "external_id", ""),
                         getattr(record, "line", None),
-                        f"the database rejected the item ({type(error).__name__}); skipped",
+                        f"the database rejected the item ({type(error).__name__}); "
+                        "skipped",
                     )
                 )
                 with transaction.atomic():
@@ -307,7 +308,7 @@ def deactivate_missing(
     counts as updated, and is active again, when a later package contains it.
     """
     deactivated: dict[str, int] = {}
-    targets = []
+    targets: list[tuple[str, type[Product] | type[Offer]]] = []
     if any(f.full_goods for f in files):
         targets.append(("products", Product))
     if any(f.full_offers for f in files):
@@ -315,7 +316,7 @@ def deactivate_missing(
     for entity, model in targets:
         with transaction.atomic():
             deactivated[entity] = (
-                model.objects.filter(is_active=True)  # type: ignore[attr-defined]
+                model.objects.filter(is_active=True)
                 .exclude(last_seen_session=session.pk)
                 .update(is_active=False, content_hash="")
             )

@@ -156,7 +156,7 @@ class Command(BaseCommand):
 def _workers_online(timeout: float) -> bool:
     try:
         return bool(app.control.ping(timeout=timeout, limit=1))
-    except Exception:  # noqa: BLE001 - a broker that is down means no worker either
+    except Exception:
         return False
 
 

@@ -27,7 +27,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        report = {
+        report: dict[str, Any] = {
             "redis": _redis_status(),
             "database": _database_status(),
             "workers": _workers(),
@@ -44,20 +44,19 @@ class Command(BaseCommand):
 
     def _print(self, report: dict[str, Any]) -> None:
         write = self.stdout.write
-        redis_ = report["redis"]
-        write(
-            f"Redis:    {'ok' if redis_['ok'] else 'DOWN'} {redis_['url']} {redis_.get('error', '')}"
-        )
-        db = report["database"]
-        write(
-            f"Database: {'ok' if db['ok'] else 'DOWN'} {db['vendor']} {db.get('error', '')}"
-        )
+        redis_state = report["redis"]
+        state = "ok" if redis_state["ok"] else "DOWN"
+        write(f"Redis:    {state} {redis_state['url']} {redis_state.get('error', '')}")
+        database = report["database"]
+        state = "ok" if database["ok"] else "DOWN"
+        write(f"Database: {state} {database['vendor']} {database.get('error', '')}")
         workers = report["workers"]
         write(f"Workers:  {len(workers)} online {' '.join(workers)}")
         write("Last exchange sessions:")
         for row in report["sessions"]:
+            created = f"{row['created_at']:%Y-%m-%d %H:%M}"
             write(
-                f"  #{row['id']} {row['status']:<10} {row['created_at']:%Y-%m-%d %H:%M} "
+                f"  #{row['id']} {row['status']:<10} {created} "
                 f"problems={row['problems']} {row['package']}"
             )
 
@@ -87,14 +86,14 @@ def _database_status() -> dict[str, Any]:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         return {"ok": True, "vendor": connection.vendor}
-    except Exception as error:  # noqa: BLE001 - any failure means the database is down
+    except Exception as error:
         return {"ok": False, "vendor": connection.vendor, "error": str(error)}
 
 
 def _workers() -> list[str]:
     try:
-        replies = app.control.ping(timeout=1.0)
-    except Exception:  # noqa: BLE001 - the broker being down is reported above
+        replies = app.control.ping(timeout=1.0) or []
+    except Exception:
         return []
     return sorted(name for reply in replies for name in reply)
 
@@ -114,5 +113,5 @@ def _sessions(limit: int) -> list[dict[str, Any]]:
             }
             for s in rows
         ]
-    except Exception:  # noqa: BLE001 - the database being down is reported above
+    except Exception:
         return []
