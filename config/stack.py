@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,6 +93,8 @@ def _ensure_sample(folder: Path, goods: int) -> Path:
     if not marker.exists():
         from worker.commerceml.sample import write_sample_package
 
+        # A package of another size may be there: segments must not mix.
+        shutil.rmtree(folder, ignore_errors=True)
         print(f"Writing a sample package with {goods} goods to {folder}", flush=True)
         write_sample_package(folder, goods)
         marker.touch()
