@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         code = subprocess.call(
             [sys.executable, "manage.py", "onec_import", str(package)], cwd=BASE_DIR
         )
-        _print_where_to_look(password_file, code)
+        _print_where_to_look(password_file, code, stays_up=not args.once)
         if not args.once:
             stack.wait()
         return code if code in (0, 2) else 1
@@ -111,7 +111,7 @@ def _wait_for_worker() -> None:
     raise SystemExit(f"no Celery worker answered within {WORKER_WAIT_S:.0f} s")
 
 
-def _print_where_to_look(password_file: Path, code: int) -> None:
+def _print_where_to_look(password_file: Path, code: int, *, stays_up: bool) -> None:
     web_port = os.environ.get("WEB_PORT", "8000")
     flower_port = os.environ.get("FLOWER_PORT", "5555")
     result = {0: "imported", 2: "imported with skipped items"}.get(code, "failed")
@@ -120,10 +120,10 @@ def _print_where_to_look(password_file: Path, code: int) -> None:
         f"  Admin:   http://127.0.0.1:{web_port}/admin/  (user admin, password in "
         f"{password_file})\n"
         f"  Flower:  http://127.0.0.1:{flower_port}/\n"
-        f"  Status:  .venv/bin/python manage.py onec_status\n"
-        "Press Ctrl-C to stop.",
+        "  Status:  .venv/bin/python manage.py onec_status",
         flush=True,
     )
+    print("Press Ctrl-C to stop." if stays_up else "Stopping (--once).", flush=True)
 
 
 def _stop(stack: subprocess.Popen[bytes]) -> None:
