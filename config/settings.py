@@ -127,11 +127,36 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # Uploaded and unpacked packages live here, outside any publicly served folder.
 EXCHANGE_ROOT = Path(os.environ.get("EXCHANGE_ROOT", VAR_DIR / "exchange"))
+# The 1C site-exchange endpoint (type=catalog), relative to the site root.
+EXCHANGE_URL = os.environ.get("EXCHANGE_URL", "exchange/1c/").lstrip("/")
+EXCHANGE_COOKIE_NAME = "freesport_exchange"
+# Answered to init: whether 1C may send one zip, and the largest POST it sends.
+EXCHANGE_ZIP = os.environ.get("EXCHANGE_ZIP", "1") == "1"
+EXCHANGE_FILE_LIMIT = int(os.environ.get("EXCHANGE_FILE_LIMIT", str(50 * 1024**2)))
+EXCHANGE_MAX_FILE_BYTES = int(
+    os.environ.get("EXCHANGE_MAX_FILE_BYTES", str(4 * 1024**3))
+)
+EXCHANGE_MAX_SESSION_BYTES = int(
+    os.environ.get("EXCHANGE_MAX_SESSION_BYTES", str(20 * 1024**3))
+)
+# An exchange session is found by its token for this long after checkauth.
+EXCHANGE_SESSION_TTL_S = 24 * 3600
+# Failed logins per client address and user name before checkauth is refused for
+# EXCHANGE_LOGIN_LOCKOUT_S seconds.
+EXCHANGE_LOGIN_ATTEMPTS = 5
+EXCHANGE_LOGIN_LOCKOUT_S = 300
+# Queue the exchange endpoint sends imports to; None is Celery's default queue.
+EXCHANGE_IMPORT_QUEUE: str | None = os.environ.get("EXCHANGE_IMPORT_QUEUE") or None
 # Rows written per database transaction by the catalogue import.
 CATALOG_IMPORT_BATCH_SIZE = int(os.environ.get("CATALOG_IMPORT_BATCH_SIZE", "2000"))
 # Picture formats the shop front end can display; others are recorded as problems.
 CATALOG_PICTURE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif")
-# Zip limits for packages given to onec_import: entries, unpacked bytes, ratio.
+# A full package may deactivate at most this share of the active goods or offers;
+# above it the deactivation is held back for an operator.
+EXCHANGE_DEACTIVATE_MAX_SHARE = float(
+    os.environ.get("EXCHANGE_DEACTIVATE_MAX_SHARE", "0.2")
+)
+# Zip limits for uploaded packages: entries, unpacked bytes, compression ratio.
 EXCHANGE_ZIP_MAX_ENTRIES = 100_000
 EXCHANGE_ZIP_MAX_BYTES = 20 * 1024**3
 EXCHANGE_ZIP_MAX_RATIO = 200

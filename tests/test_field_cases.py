@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from decimal import Decimal
 from pathlib import Path
+
+from django.core.management import call_command
 
 from freesport.catalog.models import (
     Group,
@@ -248,25 +251,51 @@ def test_deletion_marks_in_three_forms(tmp_path: Path, worker: object) -> None:
 def test_full_package_deactivates_only_after_success(
     tmp_path: Path, worker: object
 ) -> None:
+    goods = [f"P{n}" for n in range(10)]
     write_xml(
-        tmp_path / "import.xml", classifier() + catalog(product("A") + product("B"))
+        tmp_path / "import.xml", classifier() + catalog("".join(map(product, goods)))
     )
     run_import([tmp_path])
     full = tmp_path / "full"
-    write_xml(full / "import.xml", classifier() + catalog(product("A")))
+    write_xml(
+        full / "import.xml", classifier() + catalog("".join(map(product, goods[1:])))
+    )
 
     session = run_import([full])
 
     assert session.status == Status.SUCCEEDED
-    assert session.deactivated["products"] == 1
-    assert not Product.objects.get(external_id="B").is_active
+    assert session.deactivated == {"products": 1}
+    assert not Product.objects.get(external_id="P0").is_active
     back = tmp_path / "back"
-    write_xml(
-        back / "import.xml", classifier() + catalog(product("B"), only_changes=True)
-    )
+    write_xml(back / "import.xml", catalog(product("P0"), only_changes=True))
     run_import([back])
-    assert Product.objects.get(external_id="B").is_active
-    assert Product.objects.get(external_id="A").is_active
+    assert Product.objects.get(external_id="P0").is_active
+    assert Product.objects.filter(is_active=True).count() == 10
+
+
+def test_full_package_omitting_most_goods_is_held(
+    tmp_path: Path, worker: object
+) -> None:
+    goods = [f"P{n}" for n in range(10)]
+    write_xml(
+        tmp_path / "import.xml", classifier() + catalog("".join(map(product, goods)))
+    )
+    run_import([tmp_path])
+    full = tmp_path / "full"
+    write_xml(full / "import.xml", classifier() + catalog(product("P0")))
+
+    session = run_import([full])
+
+    assert session.status == Status.SUCCEEDED
+    assert session.deactivated == {"products_held": 9}
+    assert Product.objects.filter(is_active=True).count() == 10
+    held = session.problems.get(code="deactivation_held")
+    assert held.action == ImportProblem.Action.HELD
+    assert "9 of 10" in held.message
+    call_command("onec_deactivate", str(session.pk), "--force", stdout=io.StringIO())
+    assert list(
+        Product.objects.filter(is_active=True).values_list("external_id", flat=True)
+    ) == ["P0"]
 
 
 def test_full_dump_over_two_goods_files(tmp_path: Path, worker: object) -> None:

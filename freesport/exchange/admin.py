@@ -1,6 +1,11 @@
 from django.contrib import admin
 
-from freesport.exchange.models import ExchangeFile, ExchangeSession, ImportProblem
+from freesport.exchange.models import (
+    ExchangeFile,
+    ExchangeSession,
+    ExchangeStep,
+    ImportProblem,
+)
 
 
 class ExchangeFileInline(admin.TabularInline):
@@ -15,8 +20,17 @@ class ExchangeFileInline(admin.TabularInline):
         "status",
         "only_changes",
         "items",
+        "counts",
         "error",
     )
+    readonly_fields = fields
+
+
+class ExchangeStepInline(admin.TabularInline):
+    model = ExchangeStep
+    extra = 0
+    can_delete = False
+    fields = ("created_at", "mode", "filename", "bytes", "answer", "duration_ms")
     readonly_fields = fields
 
 
@@ -33,12 +47,14 @@ class ExchangeSessionAdmin(admin.ModelAdmin):
     list_filter = ("status", "full_package")
     search_fields = ("package",)
     readonly_fields = (
-        "package", "status", "full_package", "deactivate_missing", "counts",
-        "deactivated",
+        "package", "source", "user", "status", "full_package", "deactivate_missing",
+        "counts", "deactivated", "upload_dir", "bytes_received", "protocol_version",
+        "unpacked", "completed_at",
         "bytes_total", "bytes_done", "error", "task_ids", "created_at", "started_at",
         "finished_at",
     )  # fmt: skip
-    inlines = [ExchangeFileInline]
+    exclude = ("sessid",)
+    inlines = [ExchangeFileInline, ExchangeStepInline]
 
 
 @admin.register(ImportProblem)

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 ENTITY_COUNTERS = ("created", "updated", "unchanged", "skipped")
 
 
+def add_counts(
+    counts: dict[str, dict[str, int]], entity: str, delta: dict[str, int]
+) -> None:
+    """Add ``delta`` to the created/updated/unchanged/skipped row of ``entity``."""
+    row = counts.setdefault(entity, dict.fromkeys(ENTITY_COUNTERS, 0))
+    for key, value in delta.items():
+        row[key] = row.get(key, 0) + value
+
+
 class ExchangeSession(models.Model):
     class Status(models.TextChoices):
+        RECEIVING = "receiving", _("receiving files")
         QUEUED = "queued", _("queued")
         RUNNING = "running", _("running")
         SUCCEEDED = "succeeded", _("succeeded")
@@ -20,7 +31,34 @@ class ExchangeSession(models.Model):
 
     FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED)
 
+    class Source(models.TextChoices):
+        COMMAND = "command", _("onec_import command")
+        HTTP = "http", _("1C HTTP exchange")
+
     package = models.CharField(_("package"), max_length=500)
+    source = models.CharField(
+        _("source"), max_length=20, choices=Source.choices, default=Source.COMMAND
+    )
+    # HTTP exchange: the token 1C sends back as a cookie or the sessid parameter.
+    sessid = models.CharField(
+        max_length=64, unique=True, null=True, blank=True, editable=False
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    # Folder the HTTP exchange's uploads go to, private to this session.
+    upload_dir = models.CharField(_("upload folder"), max_length=1000, blank=True)
+    bytes_received = models.BigIntegerField(_("bytes received"), default=0)
+    protocol_version = models.CharField(
+        _("CommerceML version"), max_length=10, blank=True
+    )
+    # Zips already unpacked, so that a second import call never unpacks one again.
+    unpacked = models.JSONField(default=list, blank=True)
+    completed_at = models.DateTimeField(_("1C sent complete"), null=True, blank=True)
     status = models.CharField(
         _("status"), max_length=20, choices=Status.choices, default=Status.QUEUED
     )
@@ -44,6 +82,7 @@ class ExchangeSession(models.Model):
         verbose_name = _("exchange session")
         verbose_name_plural = _("exchange sessions")
         ordering = ["-created_at"]
+        permissions = [("exchange_with_1c", _("Can exchange data with 1C over HTTP"))]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.package} ({self.status})"
@@ -58,10 +97,13 @@ class ExchangeSession(models.Model):
             return (self.finished_at - self.started_at).total_seconds()
         return None
 
-    def add_counts(self, entity: str, delta: dict[str, int]) -> None:
-        row = self.counts.setdefault(entity, dict.fromkeys(ENTITY_COUNTERS, 0))
-        for key, value in delta.items():
-            row[key] = row.get(key, 0) + value
+    def collect_counts(self) -> dict[str, dict[str, int]]:
+        """Sum the counts of the session's files."""
+        total: dict[str, dict[str, int]] = {}
+        for counts in self.files.values_list("counts", flat=True):
+            for entity, row in counts.items():
+                add_counts(total, entity, row)
+        return total
 
     def total(self, counter: str) -> int:
         return sum(row.get(counter, 0) for row in self.counts.values())
@@ -104,6 +146,7 @@ class ExchangeFile(models.Model):
         _("status"), max_length=20, choices=Status.choices, default=Status.PENDING
     )
     only_changes = models.BooleanField(_("changes only"), null=True)
+    counts = models.JSONField(_("counts"), default=dict, blank=True)
     # Section names found in the file, and whether it lists all goods or offers
     # (СодержитТолькоИзменения="false" or absent on a section that has items).
     sections = models.JSONField(default=list, blank=True)
@@ -121,6 +164,28 @@ class ExchangeFile(models.Model):
         return self.name
 
 
+class ExchangeStep(models.Model):
+    """One request of an HTTP exchange and the answer the site gave."""
+
+    session = models.ForeignKey(
+        ExchangeSession, on_delete=models.CASCADE, related_name="steps"
+    )
+    mode = models.CharField(_("mode"), max_length=20)
+    filename = models.CharField(_("file"), max_length=500, blank=True)
+    bytes = models.BigIntegerField(_("bytes received"), default=0)
+    answer = models.CharField(_("answer"), max_length=500)
+    duration_ms = models.PositiveIntegerField(_("duration, ms"), default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("exchange step")
+        verbose_name_plural = _("exchange steps")
+        ordering = ["session", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.mode} {self.filename} -> {self.answer}"
+
+
 class ImportProblem(models.Model):
     """An item skipped or clamped during an import, for an operator to look at."""
 
@@ -128,6 +193,7 @@ class ImportProblem(models.Model):
         SKIPPED = "skipped", _("skipped")
         CLAMPED = "clamped", _("clamped")
         FILE_FAILED = "file_failed", _("file failed")
+        HELD = "held", _("held back")
 
     session = models.ForeignKey(
         ExchangeSession, on_delete=models.CASCADE, related_name="problems"

@@ -20,8 +20,12 @@ from django.db import DatabaseError, IntegrityError, reset_queries, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from freesport.catalog.models import Offer, Product
-from freesport.exchange.models import ExchangeFile, ExchangeSession, ImportProblem
+from freesport.exchange.models import (
+    ExchangeFile,
+    ExchangeSession,
+    ImportProblem,
+    add_counts,
+)
 from worker.commerceml.reader import (
     CatalogReader,
     CommerceMLError,
@@ -34,7 +38,7 @@ from worker.commerceml.reader import (
     UnitRecord,
     WarehouseRecord,
 )
-from worker.imports import problems
+from worker.imports import deactivation, problems
 from worker.imports.batches import WRITERS, BatchContext, BatchResult
 
 logger = logging.getLogger("worker.imports")
@@ -142,17 +146,17 @@ class FileImport:
                     self._save(rejected)
 
     def _save(self, result: BatchResult) -> None:
+        # Counts live on the file row: files of one session may run in parallel.
         for entity, delta in result.counts.items():
-            self.session.add_counts(entity, delta)
+            add_counts(self.file.counts, entity, delta)
         kept = result.problems[: max(self.problem_budget, 0)]
         if len(kept) < len(result.problems):
-            self.session.add_counts(
-                "problems_not_stored", {"skipped": len(result.problems) - len(kept)}
-            )
+            lost = len(result.problems) - len(kept)
+            add_counts(self.file.counts, "problems_not_stored", {"skipped": lost})
         if kept:
             problems.save(self.session.pk, self.file.name, kept)
             self.problem_budget -= len(kept)
-        self.session.save(update_fields=["counts"])
+        ExchangeFile.objects.filter(pk=self.file.pk).update(counts=self.file.counts)
 
     def _report_progress(self) -> None:
         done = self.reader.bytes_read
@@ -274,50 +278,30 @@ def _fail_session(session_id: int, error: str) -> None:
 
 
 def finish_import(session_id: int) -> str:
-    """Settle the session's status and deactivate what a full package omitted."""
+    """Settle the session's status once no file is pending.
+
+    An HTTP exchange may add files after a first batch was queued; each batch ends
+    with this task, and only the one that finds nothing pending settles the
+    session. A command-line session also deactivates what a full package omitted.
+    """
     session = ExchangeSession.objects.get(pk=session_id)
-    if session.is_finished:
-        return session.status
     files = list(session.files.all())
+    if any(f.status == ExchangeFile.Status.PENDING for f in files):
+        return session.status
     failed = [f for f in files if f.status == ExchangeFile.Status.FAILED]
-    pending = [f for f in files if f.status == ExchangeFile.Status.PENDING]
-    if failed or pending:
+    if failed:
         status = ExchangeSession.Status.FAILED
-        names = ", ".join(f.name for f in failed + pending)
-        session.error = f"not imported: {names}"
-    elif session.problems.exists():
+        session.error = "not imported: " + ", ".join(f.name for f in failed)
+    elif session.problems.exclude(action=ImportProblem.Action.HELD).exists():
         status = ExchangeSession.Status.PARTIAL
     else:
         status = ExchangeSession.Status.SUCCEEDED
+    session.counts = session.collect_counts()
     session.full_package = any(f.full_goods or f.full_offers for f in files)
-    if status != ExchangeSession.Status.FAILED and session.deactivate_missing:
-        session.deactivated = deactivate_missing(session, files)
     session.status = status
     session.finished_at = timezone.now()
     session.save()
+    if status != ExchangeSession.Status.FAILED and session.deactivate_missing:
+        deactivation.deactivate_missing(session)
     logger.info("Exchange session %d finished: %s", session.pk, status)
     return status
-
-
-def deactivate_missing(
-    session: ExchangeSession, files: list[ExchangeFile]
-) -> dict[str, int]:
-    """Deactivate goods and offers a full package did not contain.
-
-    Runs only after every file imported. The content hash is reset so the row
-    counts as updated, and is active again, when a later package contains it.
-    """
-    deactivated: dict[str, int] = {}
-    targets: list[tuple[str, type[Product] | type[Offer]]] = []
-    if any(f.full_goods for f in files):
-        targets.append(("products", Product))
-    if any(f.full_offers for f in files):
-        targets.append(("offers", Offer))
-    for entity, model in targets:
-        with transaction.atomic():
-            deactivated[entity] = (
-                model.objects.filter(is_active=True)
-                .exclude(last_seen_session=session.pk)
-                .update(is_active=False, content_hash="")
-            )
-    return deactivated

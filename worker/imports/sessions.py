@@ -61,23 +61,25 @@ def create_session(
 
 
 def enqueue_import(session: ExchangeSession, *, queue: str | None = None) -> list[str]:
-    """Queue one task per file, in order, then the task that settles the session.
+    """Queue one task per pending file, in order, then the task that settles them.
 
-    The task ids are stored on the session before anything is published, so an
+    The task ids are added to the session before anything is published, so an
     operator can find every task of the session in Flower.
     """
     from worker.tasks.imports import finish_import, import_file
 
-    file_ids = list(session.files.order_by("order").values_list("pk", flat=True))
+    pending = session.files.filter(status=ExchangeFile.Status.PENDING).order_by("order")
+    file_ids = list(pending.values_list("pk", flat=True))
     signatures = [
         import_file.si(session.pk, file_id).set(task_id=uuid()) for file_id in file_ids
     ]
     signatures.append(finish_import.si(session.pk).set(task_id=uuid()))
-    session.task_ids = [s.options["task_id"] for s in signatures]
+    task_ids = [s.options["task_id"] for s in signatures]
+    session.task_ids = [*session.task_ids, *task_ids]
     session.save(update_fields=["task_ids"])
     if queue:
         for signature in signatures:
             signature.set(queue=queue)
     workflow = chain(*signatures)
     transaction.on_commit(workflow.apply_async)
-    return session.task_ids
+    return task_ids
