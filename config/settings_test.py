@@ -8,12 +8,19 @@ worker process use the test database that pytest-django created.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from config.embedded_redis import EmbeddedRedis
 from config.settings import *  # noqa: F403
 from config.settings import BASE_DIR, DATABASES
 
-VAR_DIR = BASE_DIR / "var" / "test"
+# Each pytest run gets a folder (database, Redis socket, uploads) of its own, so two
+# runs on one machine cannot drop each other's tables. Worker processes started by
+# the tests inherit the variable and so use the same folder.
+if not os.environ.get("FREESPORT_TEST_VAR_DIR"):
+    run_folder = BASE_DIR / "var" / "test" / f"run-{os.getpid()}"
+    os.environ["FREESPORT_TEST_VAR_DIR"] = str(run_folder)
+VAR_DIR = Path(os.environ["FREESPORT_TEST_VAR_DIR"])
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 EXCHANGE_ROOT = VAR_DIR / "exchange"
 MEDIA_ROOT = VAR_DIR / "media"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,8 +20,13 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings
+from django.core.servers.basehttp import WSGIRequestHandler
 
 from config.celery import app
+
+# Django's test HTTP server writes headers and body in two sends; with Nagle's
+# algorithm on, each small response then waits about 40 ms for a delayed ACK.
+WSGIRequestHandler.disable_nagle_algorithm = True
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # Real exchange files written by 1C and other shops' exporters; read in place.
@@ -53,6 +59,15 @@ def redis_server() -> Iterator[str]:
     yield settings.REDIS_URL
     if embedded is not None:
         embedded.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_run_folder() -> Iterator[None]:
+    """Delete this run's folder under var/test once every fixture has finished."""
+    yield
+    folder = Path(settings.VAR_DIR)
+    if folder.name.startswith("run-"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class WorkerProcess:
