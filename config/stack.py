@@ -2,9 +2,10 @@
 
 ``make run`` calls this: it starts the embedded Redis server (unless ``REDIS_URL``
 is set), then web, worker, beat and Flower from the ``Procfile`` under honcho,
-imports a generated CommerceML package through the worker and prints where to
-look. It keeps the stack up until Ctrl-C (or exits after the import with
-``--once``), then stops every process and the Redis server it started.
+sends a generated CommerceML package to the site's 1C exchange endpoint with the
+1C emulator, lets the worker import it and prints where to look. It keeps the
+stack up until Ctrl-C (or exits after the import with ``--once``), then stops
+every process and the Redis server it started.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -58,10 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         password_file = _ensure_admin(settings.VAR_DIR)
         package = _ensure_sample(args.sample_dir, args.goods)
         _wait_for_worker()
-        print(f"\nImporting {package} through the worker…", flush=True)
-        code = subprocess.call(
-            [sys.executable, "manage.py", "onec_import", str(package)], cwd=BASE_DIR
-        )
+        code = _push_through_exchange(package, settings)
         _print_where_to_look(password_file, code, stays_up=not args.once)
         if not args.once:
             stack.wait()
@@ -99,6 +98,61 @@ def _ensure_sample(folder: Path, goods: int) -> Path:
         write_sample_package(folder, goods)
         marker.touch()
     return folder
+
+
+def _push_through_exchange(package: Path, settings: Any) -> int:
+    """Send the package to the exchange endpoint as 1C does; return an exit code."""
+    from freesport.exchange.models import ExchangeSession
+    from freesport.exchange.summary import summary_lines
+    from onec_emulator import ExchangeClient, print_transcript
+
+    user, password = _ensure_exchange_user(settings.VAR_DIR)
+    url = (
+        f"http://127.0.0.1:{os.environ.get('WEB_PORT', '8000')}/{settings.EXCHANGE_URL}"
+    )
+    _wait_for_web(url)
+    print(f"\nSending {package} to {url} with the 1C emulator…", flush=True)
+    result = ExchangeClient(url, user, password).push(package, complete=True)
+    print_transcript(result)
+    session = ExchangeSession.objects.filter(sessid=result.sessid).first()
+    if session is not None:
+        session.refresh_from_db()
+        print("\n".join(summary_lines(session)), flush=True)
+    if not result.ok or session is None:
+        return 1
+    return 0 if session.status == ExchangeSession.Status.SUCCEEDED else 2
+
+
+def _ensure_exchange_user(var_dir: Path) -> tuple[str, str]:
+    """Create the ``onec`` user 1C logs in as; its password goes to a private file."""
+    from django.contrib.auth.models import Permission, User
+
+    password_file = var_dir / "onec-password"
+    user = User.objects.filter(username="onec").first()
+    if user is None or not password_file.exists():
+        password = secrets.token_urlsafe(12)
+        user = user or User.objects.create_user("onec")
+        user.set_password(password)
+        user.save()
+        user.user_permissions.add(Permission.objects.get(codename="exchange_with_1c"))
+        password_file.write_text(password + "\n")
+        password_file.chmod(0o600)
+    return "onec", password_file.read_text().strip()
+
+
+def _wait_for_web(url: str) -> None:
+    import requests
+
+    deadline = time.monotonic() + WORKER_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=2)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise SystemExit(
+        f"the web process did not answer at {url} within {WORKER_WAIT_S:.0f} s"
+    )
 
 
 def _wait_for_worker() -> None:

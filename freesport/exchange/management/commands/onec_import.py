@@ -13,6 +13,7 @@ from django.db import transaction
 
 from config.celery import app
 from freesport.exchange.models import ExchangeSession
+from freesport.exchange.summary import summary_lines
 from worker.commerceml.package import PackageError
 from worker.imports.sessions import create_session, enqueue_import
 
@@ -124,33 +125,8 @@ class Command(BaseCommand):
             self.stderr.write(line)
 
     def _print_summary(self, session: ExchangeSession) -> None:
-        write = self.stdout.write
-        write(f"Exchange session {session.pk}: {session.status}")
-        write(
-            f"{'entity':<18}{'created':>9}{'updated':>9}{'unchanged':>11}{'skipped':>9}"
-        )
-        for entity, row in session.counts.items():
-            write(
-                f"{entity:<18}{row.get('created', 0):>9}{row.get('updated', 0):>9}"
-                f"{row.get('unchanged', 0):>11}{row.get('skipped', 0):>9}"
-            )
-        for entity, count in session.deactivated.items():
-            write(f"deactivated {entity}: {count}")
-        problems = session.problems.count()
-        if problems:
-            write(f"{problems} problems recorded; the first ones:")
-            for problem in session.problems.all()[:10]:
-                where = (
-                    f"{problem.file}:{problem.line}" if problem.line else problem.file
-                )
-                write(
-                    f"  {where} {problem.code} {problem.external_id} {problem.message}"
-                )
-            write("All of them are in the admin under Import problems.")
-        if session.error:
-            write(f"error: {session.error}")
-        if session.duration_s is not None:
-            write(f"took {session.duration_s:.1f} s")
+        for line in summary_lines(session):
+            self.stdout.write(line)
 
 
 def _workers_online(timeout: float) -> bool:
