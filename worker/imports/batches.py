@@ -537,10 +537,10 @@ def _write_offer_rows(
     result.add("offers", upsert.upsert_external(Offer, detailed, ctx.session_id))
     # Offers named only in prices or rests: create the missing ones (a bare product
     # id is the product's default offer) and leave existing ones as they are.
+    # They are not counted as unchanged: the file carries no offer fields for them.
     existing = upsert.id_map(Offer, bare)
     missing = {k: v for k, v in bare.items() if k not in existing}
     counts = upsert.upsert_external(Offer, missing, ctx.session_id)
-    counts.unchanged += len(existing)
     upsert.touch_seen(Offer, list(existing), ctx.session_id)
     result.add("offers", counts)
     return upsert.id_map(Offer, (r.external_id for r in records))
