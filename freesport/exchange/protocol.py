@@ -1,11 +1,11 @@
 """The site side of the 1C site-exchange protocol for ``type=catalog``.
 
-1C is the client. It authenticates with ``checkauth``, asks for limits with
-``init``, uploads files with ``file`` (a large file arrives as several POSTs with
-the same name), then calls ``import`` for each file until the answer is
-``success`` or ``failure``; ``complete`` and ``deactivate`` may follow. Every
-answer is plain text whose first line is ``success``, ``progress`` or
-``failure``; the lines after it are for 1C's log.
+1C is the client. It authenticates with ``checkauth``, requests the limits with
+``init`` and uploads files with ``file``, where a large file arrives as several
+POSTs with the same name. Then it calls ``import`` for each file until the
+response is ``success`` or ``failure``, and may send ``complete`` and
+``deactivate``. Every response is plain text whose first line is ``success``,
+``progress`` or ``failure``. The lines after it go to 1C's exchange log.
 
 The handlers here work on an ``ExchangeSession`` and return an ``Answer``; the
 view only authenticates, finds the session and turns exceptions into

@@ -1,9 +1,9 @@
 """The HTTP endpoint 1C calls for the site exchange (``/exchange/1c/``).
 
 The view authenticates, finds the exchange session, hands the request to
-``protocol`` and writes the answer as ``text/plain``. Whatever goes wrong inside,
-the answer still starts with ``failure`` and a one-line reason: 1C cannot read an
-HTML error page and reports it as a broken connection.
+``protocol`` and writes the response as ``text/plain``. Whatever goes wrong
+inside, the response still starts with ``failure`` and a one-line reason, because
+1C cannot read an HTML error page and reports it as a broken connection.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def _checkauth(
         pipe.incr(throttle_key)
         pipe.expire(throttle_key, settings.EXCHANGE_LOGIN_LOCKOUT_S)
         pipe.execute()
-        logger.warning("Exchange login refused from %s", _client_address(request))
+        logger.warning("Exchange login failed from %s", _client_address(request))
         return (
             protocol.failure(
                 "invalid user name or password, or no exchange permission"
@@ -252,5 +252,5 @@ def _record_step(
             duration_ms=int((time.monotonic() - started) * 1000),
         )
     except Exception:
-        # The answer matters more to 1C than the record of it.
+        # Sending the response matters more to 1C than recording it.
         logger.exception("Could not record exchange step of session %d", session.pk)

@@ -2,8 +2,9 @@
 
 Each ``write_*`` function maps a list of records to rows, checks every value, and
 writes the rows with bulk upserts. It returns the counts per entity and the
-problems found; it changes nothing outside the database, so the caller can run
-it inside a transaction and simply retry record by record if the batch fails.
+problems found. It changes nothing outside the database (pictures aside, which
+are copied idempotently), so the caller can run it in a transaction and retry
+record by record if the batch fails.
 """
 
 from __future__ import annotations
