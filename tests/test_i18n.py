@@ -19,3 +19,13 @@ def test_admin_labels_in_russian() -> None:
 def test_labels_stay_english_in_english() -> None:
     with translation.override("en"):
         assert str(ExchangeSession.Status.PARTIAL.label) == "partially succeeded"
+
+
+def test_error_messages_in_russian() -> None:
+    from freesport.exceptions import OneCConnectionError, ValidationError
+
+    with translation.override("ru"):
+        error = OneCConnectionError()
+        assert error.message == "1С недоступна. Обмен будет повторён."
+        assert error.to_dict()["code"] == "ONEC_CONNECTION_ERROR"
+        assert ValidationError().to_dict()["status"] == 400
