@@ -6,10 +6,12 @@ on the same machine:
 - the reader alone over every file of the package (parse rate);
 - Django ``bulk_create`` upserts of the goods files' product rows (bulk upsert rate);
 - the sequential limit: goods / (reader time of the goods files + bulk upsert time);
+- copying the package's pictures one file at a time, work the limit leaves out;
 - the whole package through ``create_session`` and ``enqueue_import`` on a real
-  worker process (solo pool), with the worker's peak RSS;
-- the same import pipeline in-process over the goods files only, so that goods
-  throughput compares like for like with the limit;
+  worker process (solo pool), with the worker's peak RSS and, from its log, the
+  time it spent on the goods files;
+- the same import pipeline in-process over the goods files only, a cross-check
+  of that goods time;
 - a per-row ``update_or_create`` baseline on the first ``--baseline-items`` rows.
 
 Every database measurement starts on a fresh database. Without ``DATABASE_URL`` it
@@ -54,27 +56,32 @@ import psutil
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 if str(PROJECT_DIR) not in sys.path:
-    # Run as a script, Python puts only benchmarks/ on the path.
+    # When this file runs as a script, sys.path starts with benchmarks/ only.
     sys.path.insert(0, str(PROJECT_DIR))
 
 logger = logging.getLogger("benchmarks.import_bench")
 
 QUEUE = "bench"
-# Rows per transaction in the bulk upsert; the same default as
-# CATALOG_IMPORT_BATCH_SIZE, which the import pipeline uses.
+# Rows per transaction in the bulk upsert. It matches the default of the
+# pipeline's CATALOG_IMPORT_BATCH_SIZE.
 DEFAULT_BATCH_SIZE = 2000
+# NOTE: an RSS peak shorter than this sampling interval can go unseen.
 RSS_INTERVAL_S = 0.05
 POLL_INTERVAL_S = 0.05
 WORKER_START_TIMEOUT_S = 60.0
 WORKER_STOP_TIMEOUT_S = 30.0
 DEFAULT_IMPORT_TIMEOUT_S = 3600.0
-# Value of Product.last_seen_session in the rows the bulk and per-row phases write;
-# no exchange session exists in those phases.
+# Placeholder for Product.last_seen_session in the rows of the bulk and per-row
+# phases, which run without an exchange session.
 BENCH_SESSION_ID = 1
 GOODS_KINDS = frozenset({"goods"})
+# Folder of the package's pictures, as the sample generator and 1C name it.
+PICTURES_DIR = "import_files"
 MEGABYTE = 1024 * 1024
 POSTGRES_SCHEMES = frozenset({"postgres", "postgresql", "pgsql", "postgis"})
-# The line catalog.import_file logs at INFO after each file.
+# The line catalog.import_file logs at INFO after each file. NOTE: the time in it
+# is rounded to 10 ms and leaves out saving the file's status. If the message
+# changes, no line matches and the report falls back to the in-process timing.
 IMPORTED_LINE = re.compile(
     r"Imported (?P<name>.+?) \((?P<kind>[a-z]+)\): (?P<items>\d+) items "
     r"in (?P<seconds>[0-9.]+) s"
@@ -98,7 +105,7 @@ PRODUCT_UPDATE_FIELDS = [
 
 
 class BenchmarkError(Exception):
-    """A benchmark step failed; the message names the step and what to check."""
+    """A failed benchmark step. The message names the step and what to check."""
 
 
 @dataclass
@@ -106,13 +113,9 @@ class Measurement:
     items: int
     seconds: float
 
-    @property
-    def rate(self) -> float:
-        return self.items / self.seconds if self.seconds > 0 else 0.0
-
 
 @dataclass
-class FileParse:
+class FileTiming:
     name: str
     kind: str
     items: int
@@ -131,7 +134,7 @@ class EndToEnd:
     rss_samples: int
     database_rows: dict[str, int]
     # Per-file lines of the worker log, empty when the worker did not log them.
-    worker_files: list[FileParse] = field(default_factory=list)
+    worker_files: list[FileTiming] = field(default_factory=list)
 
 
 # --- Environment and database ---------------------------------------------------
@@ -156,8 +159,8 @@ class BenchDatabase:
         scheme = urlsplit(database_url).scheme
         if scheme not in POSTGRES_SCHEMES:
             raise BenchmarkError(
-                f"DATABASE_URL scheme {scheme!r} is not supported; use a PostgreSQL "
-                "URL, or unset DATABASE_URL to benchmark SQLite in a temporary folder"
+                f"DATABASE_URL scheme {scheme!r} is not supported. Use a PostgreSQL "
+                "URL, or unset DATABASE_URL to benchmark SQLite in a temporary folder."
             )
         config = dj_database_url.parse(database_url)
         self.pg_connect = {
@@ -170,8 +173,8 @@ class BenchDatabase:
         self.pg_name = pg_name or f"{config['NAME']}_bench"
         if self.pg_name == config["NAME"]:
             raise BenchmarkError(
-                f"--pg-database {self.pg_name!r} is the database DATABASE_URL names; "
-                "the benchmark drops its database, so choose another name"
+                f"--pg-database {self.pg_name!r} is the database that DATABASE_URL "
+                "names. The benchmark drops its database, so choose another name."
             )
 
     @property
@@ -184,7 +187,7 @@ class BenchDatabase:
         return parts._replace(path=f"/{self.pg_name}").geturl()
 
     def create(self) -> None:
-        """Create the PostgreSQL benchmark database; reject one that already exists."""
+        """Create the PostgreSQL benchmark database, or raise if it already exists."""
         if not self.is_postgres:
             return
         with self._server() as cursor:
@@ -193,8 +196,8 @@ class BenchDatabase:
             )
             if cursor.fetchone():
                 raise BenchmarkError(
-                    f"database {self.pg_name!r} already exists; drop it, or pass "
-                    "another name with --pg-database"
+                    f"Database {self.pg_name!r} already exists. Drop it, or pass "
+                    "another name with --pg-database."
                 )
             cursor.execute(self._statement("CREATE DATABASE {}"))
         self.created = True
@@ -214,13 +217,15 @@ class BenchDatabase:
             path = Path(settings.DATABASES["default"]["NAME"]).resolve()
             if var_dir.resolve() not in path.parents:
                 raise BenchmarkError(
-                    f"SQLite file {path} is outside the benchmark folder {var_dir}; "
-                    "not deleting it"
+                    f"SQLite file {path} is outside the benchmark folder {var_dir}, "
+                    "so the benchmark does not delete it. Check FREESPORT_VAR_DIR."
                 )
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         # Pictures copied by an earlier phase would let write_products skip the copy.
-        shutil.rmtree(settings.MEDIA_ROOT, ignore_errors=True)
+        media = Path(settings.MEDIA_ROOT).resolve()
+        if var_dir.resolve() in media.parents:
+            shutil.rmtree(media, ignore_errors=True)
         call_command("migrate", verbosity=0, interactive=False)
 
     def drop(self) -> None:
@@ -249,10 +254,13 @@ class BenchDatabase:
 
 
 def prepare_environment(var_dir: Path, database: BenchDatabase) -> None:
-    """Point Django settings at the temporary folder; call before django.setup()."""
+    """Point Django settings at the temporary folder. Must run before django.setup()."""
     os.environ["FREESPORT_VAR_DIR"] = str(var_dir)
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    # Production settings: with DEBUG on, Django times and stores every query.
+    # Both default to folders under FREESPORT_VAR_DIR, which the benchmark empties.
+    os.environ.pop("MEDIA_ROOT", None)
+    os.environ.pop("EXCHANGE_ROOT", None)
+    # Run as production does, because with DEBUG on Django stores every query.
     os.environ["DJANGO_DEBUG"] = "0"
     os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
     if database.is_postgres:
@@ -282,6 +290,28 @@ def describe_machine() -> dict[str, Any]:
     }
 
 
+def describe_revision() -> str:
+    """Return the project's git commit, marked when the working tree has changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=PROJECT_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit} with uncommitted changes" if changes else commit
+
+
 def describe_database() -> tuple[str, str]:
     """Return the database vendor and server version of the default connection."""
     from django.db import connection
@@ -297,8 +327,8 @@ def describe_database() -> tuple[str, str]:
 # --- Reader and bulk upsert -----------------------------------------------------
 
 
-def measure_parse(files: Sequence[Any]) -> list[FileParse]:
-    """Time the project's reader over each file; items exclude Section markers."""
+def measure_parse(files: Sequence[Any]) -> list[FileTiming]:
+    """Time the project's reader over each file. Items exclude Section markers."""
     from worker.commerceml.reader import CatalogReader, Section
 
     results = []
@@ -309,7 +339,7 @@ def measure_parse(files: Sequence[Any]) -> list[FileParse]:
             if not isinstance(item, Section):
                 items += 1
         seconds = time.perf_counter() - started
-        results.append(FileParse(file.name, file.kind, items, seconds))
+        results.append(FileTiming(file.name, file.kind, items, seconds))
     return results
 
 
@@ -381,10 +411,28 @@ def measure_bulk_upsert(goods_files: Sequence[Path], batch_size: int) -> Measure
     stored = Product.objects.count()
     if stored != rows_written:
         raise BenchmarkError(
-            f"bulk upsert wrote {rows_written} rows but the table has {stored}; "
-            "the package repeats product ids"
+            f"Bulk upsert wrote {rows_written} rows but the table has {stored}. "
+            "Check the package for repeated product ids."
         )
     return Measurement(rows_written, seconds)
+
+
+def measure_picture_copy(package: Path, target: Path) -> Measurement:
+    """Time copying every picture of the package into an empty folder.
+
+    write_products copies each new product's pictures into MEDIA_ROOT the same
+    way, one shutil.copyfile per file. The sequential limit leaves this work out.
+    """
+    source_root = package / PICTURES_DIR
+    sources = sorted(p for p in source_root.rglob("*") if p.is_file())
+    started = time.perf_counter()
+    for source in sources:
+        destination = target / source.relative_to(source_root)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, destination)
+    seconds = time.perf_counter() - started
+    shutil.rmtree(target, ignore_errors=True)
+    return Measurement(len(sources), seconds)
 
 
 def measure_per_row(goods_files: Sequence[Path], limit: int) -> Measurement:
@@ -475,8 +523,8 @@ class CeleryWorker:
     def check_alive(self) -> None:
         if self.process.poll() is not None:
             raise BenchmarkError(
-                f"worker {self.name} exited with code {self.process.returncode}; "
-                f"last lines of {self.log_path}:\n{self.log_tail()}"
+                f"Worker {self.name} exited with code {self.process.returncode}. "
+                f"Last lines of {self.log_path}:\n{self.log_tail()}"
             )
 
     def wait_ready(self, timeout_s: float = WORKER_START_TIMEOUT_S) -> None:
@@ -488,19 +536,22 @@ class CeleryWorker:
             if app.control.ping(destination=[self.name], timeout=0.5):
                 return
         raise BenchmarkError(
-            f"worker {self.name} did not respond to ping within {timeout_s:.0f} s; "
-            f"last lines of {self.log_path}:\n{self.log_tail()}"
+            f"Worker {self.name} did not respond to ping within {timeout_s:.0f} s. "
+            f"Last lines of {self.log_path}:\n{self.log_tail()}"
         )
 
     def stop(self) -> None:
-        """Send SIGTERM (warm shutdown) to the worker's process group; kill it late."""
+        """Send SIGTERM (warm shutdown) to the worker's process group.
+
+        SIGKILL follows if the worker still runs after WORKER_STOP_TIMEOUT_S.
+        """
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=WORKER_STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 logger.warning(
-                    "Worker %s did not stop within %.0f s; killing it",
+                    "Worker %s did not stop within %.0f s, sending SIGKILL",
                     self.name,
                     WORKER_STOP_TIMEOUT_S,
                 )
@@ -515,11 +566,11 @@ class CeleryWorker:
             return f"(log not readable: {error})"
         return "\n".join(text.splitlines()[-lines:])
 
-    def imported_files(self) -> list[FileParse]:
+    def imported_files(self) -> list[FileTiming]:
         """Return the per-file import times that the worker logged."""
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
         return [
-            FileParse(
+            FileTiming(
                 match["name"],
                 match["kind"],
                 int(match["items"]),
@@ -549,14 +600,14 @@ def wait_finished(session: Any, worker: CeleryWorker, timeout_s: float) -> None:
         worker.check_alive()
         if time.monotonic() > deadline:
             raise BenchmarkError(
-                f"session {session.pk} is still {session.status} after "
-                f"{timeout_s:.0f} s; raise --timeout or see {worker.log_path}"
+                f"Import timed out: session {session.pk} is still {session.status} "
+                f"after {timeout_s:.0f} s. Raise --timeout or see {worker.log_path}."
             )
         time.sleep(POLL_INTERVAL_S)
 
 
 def measure_end_to_end(package: Path, log_path: Path, timeout_s: float) -> EndToEnd:
-    """Import the package on a real worker; time from enqueue to a finished session."""
+    """Import the package on a real worker, timed from enqueue to a finished session."""
     from freesport.exchange.models import ExchangeSession
     from worker.imports.sessions import create_session, enqueue_import
 
@@ -571,14 +622,14 @@ def measure_end_to_end(package: Path, log_path: Path, timeout_s: float) -> EndTo
         enqueue_import(session, queue=QUEUE)
         try:
             wait_finished(session, worker, timeout_s)
+            seconds = time.perf_counter() - started
         finally:
             peak = sampler.finish()
-        seconds = time.perf_counter() - started
     finally:
         worker.stop()
     if session.status == ExchangeSession.Status.FAILED:
         raise BenchmarkError(
-            f"session {session.pk} failed: {session.error}; see {log_path}"
+            f"Session {session.pk} failed: {session.error}. See {log_path}."
         )
     return EndToEnd(
         seconds=seconds,
@@ -594,7 +645,7 @@ def measure_end_to_end(package: Path, log_path: Path, timeout_s: float) -> EndTo
 
 
 def measure_goods_pipeline(package: Path, profile_path: Path | None) -> Measurement:
-    """Run catalog.import_file in this process; time the goods files only.
+    """Run catalog.import_file in this process and time the goods files only.
 
     The classifier files before the goods (groups, properties, units) are imported
     first and not timed, so products find their groups as they do on the worker.
@@ -607,6 +658,8 @@ def measure_goods_pipeline(package: Path, profile_path: Path | None) -> Measurem
     session = create_session([package], deactivate_missing=False)
     files = list(session.files.order_by("order"))
     goods_positions = [i for i, f in enumerate(files) if f.kind in GOODS_KINDS]
+    if not goods_positions:
+        raise BenchmarkError(f"The package in {package} has no goods files.")
     profiler = cProfile.Profile() if profile_path else None
     seconds = 0.0
     for file in files[: goods_positions[-1] + 1]:
@@ -621,7 +674,10 @@ def measure_goods_pipeline(package: Path, profile_path: Path | None) -> Measurem
             profiler.disable()
         seconds += time.perf_counter() - started
         if status != "imported":
-            raise BenchmarkError(f"in-process import of {file.name} ended {status}")
+            raise BenchmarkError(
+                f"In-process import of {file.name} finished with status {status!r}, "
+                "expected 'imported'. See the log lines above."
+            )
     if profiler and profile_path:
         profiler.dump_stats(str(profile_path))
     return Measurement(Product.objects.count(), seconds)
@@ -642,26 +698,44 @@ def megabytes(value: int) -> float:
     return round(value / MEGABYTE, 1)
 
 
-def goods_seconds(files: Sequence[FileParse]) -> float:
+def goods_seconds(files: Sequence[FileTiming]) -> float:
     return sum(f.seconds for f in files if f.kind in GOODS_KINDS)
+
+
+def sum_by_kind(files: Sequence[FileTiming]) -> dict[str, dict[str, float]]:
+    """Return the number of files, items and seconds per file kind."""
+    kinds: dict[str, dict[str, float]] = {}
+    for file in files:
+        entry = kinds.setdefault(file.kind, {"files": 0, "items": 0, "seconds": 0.0})
+        entry["files"] += 1
+        entry["items"] += file.items
+        entry["seconds"] = round(entry["seconds"] + file.seconds, 3)
+    return kinds
 
 
 def build_report(
     args: argparse.Namespace,
     summary: Any,
     package_bytes: int,
-    parse: list[FileParse],
+    parse: list[FileTiming],
     bulk: Measurement,
+    pictures: Measurement,
     end_to_end: EndToEnd,
     pipeline: Measurement,
     per_row: Measurement,
     database: tuple[str, str],
 ) -> dict[str, Any]:
+    from django.conf import settings
+
+    pipeline_batch_size = settings.CATALOG_IMPORT_BATCH_SIZE
     parse_items = sum(f.items for f in parse)
     parse_seconds = sum(f.seconds for f in parse)
     goods_parse_items = sum(f.items for f in parse if f.kind in GOODS_KINDS)
     goods_parse_seconds = goods_seconds(parse)
     limit = per_second(goods_parse_items, goods_parse_seconds + bulk.seconds)
+    limit_with_pictures = per_second(
+        goods_parse_items, goods_parse_seconds + bulk.seconds + pictures.seconds
+    )
 
     items = summary.goods + summary.offers + summary.prices + summary.stock_rows
     e2e_rate = per_second(items, end_to_end.seconds)
@@ -678,12 +752,6 @@ def build_report(
         "prices": summary.prices,
         "stock_rows": summary.stock_rows,
     }
-    kinds: dict[str, dict[str, float]] = {}
-    for file in end_to_end.worker_files:
-        entry = kinds.setdefault(file.kind, {"files": 0, "items": 0, "seconds": 0.0})
-        entry["files"] += 1
-        entry["items"] += file.items
-        entry["seconds"] = round(entry["seconds"] + file.seconds, 3)
     return {
         "goods": summary.goods,
         "offers": summary.offers,
@@ -695,6 +763,10 @@ def build_report(
         "database": database[0],
         "database_version": database[1],
         "machine": describe_machine(),
+        "revision": describe_revision(),
+        # 1-minute load averages, because other processes skew the numbers.
+        "load_average_start": args.load_average_start,
+        "load_average_end": round(os.getloadavg()[0], 2),
         "parse_items": parse_items,
         "parse_seconds": round(parse_seconds, 3),
         "parse_items_per_s": per_second(parse_items, parse_seconds),
@@ -703,8 +775,12 @@ def build_report(
         "bulk_upsert_seconds": round(bulk.seconds, 3),
         "bulk_upsert_rows_per_s": per_second(bulk.items, bulk.seconds),
         "batch_size": args.batch_size,
+        "pipeline_batch_size": pipeline_batch_size,
         "limit_items": goods_parse_items,
         "limit_items_per_s": limit,
+        "pictures": pictures.items,
+        "picture_copy_seconds": round(pictures.seconds, 3),
+        "limit_with_pictures_items_per_s": limit_with_pictures,
         "end_to_end_items": items,
         "end_to_end_seconds": round(end_to_end.seconds, 3),
         "end_to_end_items_per_s": e2e_rate,
@@ -714,7 +790,7 @@ def build_report(
         "session_counts": end_to_end.counts,
         "database_rows": end_to_end.database_rows,
         "rows_match_package": end_to_end.database_rows == expected_rows,
-        "worker_seconds_by_kind": kinds,
+        "worker_seconds_by_kind": sum_by_kind(end_to_end.worker_files),
         "worker_goods_seconds": round(worker_goods, 3) if worker_goods else None,
         "in_process_goods_seconds": round(pipeline.seconds, 3),
         "in_process_goods_per_s": per_second(pipeline.items, pipeline.seconds),
@@ -730,6 +806,9 @@ def build_report(
         "headline": "goods_end_to_end_vs_limit and goods_end_to_end_vs_per_row",
         "goods_end_to_end_vs_limit": ratio(goods_e2e_rate, limit),
         "goods_end_to_end_vs_per_row": ratio(goods_e2e_rate, per_row_rate),
+        "goods_end_to_end_vs_limit_with_pictures": ratio(
+            goods_e2e_rate, limit_with_pictures
+        ),
         "end_to_end_vs_limit": ratio(e2e_rate, limit),
         "end_to_end_vs_per_row": ratio(e2e_rate, per_row_rate),
         "note": (
@@ -751,14 +830,18 @@ def format_table(report: dict[str, Any]) -> str:
         rate_text = f"{rate:,.0f}" if isinstance(rate, float | int) else str(rate)
         return f"{label:<44}{count:>12}{time_text:>10}{rate_text:>12}"
 
-    def times(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.2f}x"
+    def ratio_line(label: str, key: str) -> str:
+        value = report[key]
+        text = "n/a" if value is None else f"{value:.2f}x"
+        return f"  {label:<42}{text}"
 
     kinds = report["worker_seconds_by_kind"]
     lines = [
         f"machine   {machine['cpu_model']}, {machine['cores']} cores, "
         f"{machine['ram_gb']} GB RAM, Python {machine['python']}",
         f"database  {report['database']} {report['database_version']}",
+        f"revision  {report['revision']}; load average {report['load_average_start']}"
+        f" at start, {report['load_average_end']} at end",
         f"package   {report['goods']:,} goods, {report['offers']:,} offers, "
         f"{report['prices']:,} prices, {report['stock_rows']:,} stock rows, "
         f"{report['package_files']} files, {report['package_mb']} MB",
@@ -781,6 +864,20 @@ def format_table(report: dict[str, Any]) -> str:
             report["limit_items"],
             report["goods_parse_seconds"] + report["bulk_upsert_seconds"],
             report["limit_items_per_s"],
+        ),
+        row(
+            "picture copy, files",
+            report["pictures"],
+            report["picture_copy_seconds"],
+            per_second(report["pictures"], report["picture_copy_seconds"]),
+        ),
+        row(
+            "limit plus picture copy, goods",
+            report["limit_items"],
+            report["goods_parse_seconds"]
+            + report["bulk_upsert_seconds"]
+            + report["picture_copy_seconds"],
+            report["limit_with_pictures_items_per_s"],
         ),
         row(
             "per-row update_or_create, goods",
@@ -823,15 +920,17 @@ def format_table(report: dict[str, Any]) -> str:
         f"{report['rows_match_package']}",
         "",
         "headline, goods against goods:",
-        f"  goods end to end vs sequential limit  "
-        f"{times(report['goods_end_to_end_vs_limit'])}",
-        f"  goods end to end vs per-row baseline  "
-        f"{times(report['goods_end_to_end_vs_per_row'])}",
+        ratio_line("goods end to end vs sequential limit", "goods_end_to_end_vs_limit"),
+        ratio_line(
+            "goods end to end vs per-row baseline", "goods_end_to_end_vs_per_row"
+        ),
+        ratio_line(
+            "goods end to end vs limit plus pictures",
+            "goods_end_to_end_vs_limit_with_pictures",
+        ),
         "all kinds against the goods-only limit and baseline (mixed units):",
-        f"  end to end vs sequential limit        "
-        f"{times(report['end_to_end_vs_limit'])}",
-        f"  end to end vs per-row baseline        "
-        f"{times(report['end_to_end_vs_per_row'])}",
+        ratio_line("end to end vs sequential limit", "end_to_end_vs_limit"),
+        ratio_line("end to end vs per-row baseline", "end_to_end_vs_per_row"),
     ]
     if report["profiled"]:
         lines.append("the in-process goods time ran under cProfile and is inflated")
@@ -902,13 +1001,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="keep the temporary folder and the PostgreSQL benchmark database",
     )
     args = parser.parse_args(argv)
+
     for name in ("goods", "goods_per_file", "baseline_items", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be 1 or more")
     return args
 
 
-def run(args: argparse.Namespace, root: Path, database: BenchDatabase) -> dict:
+def run(
+    args: argparse.Namespace, root: Path, database: BenchDatabase
+) -> dict[str, Any]:
     """Run every phase in order and return the report."""
     import django
     from django.conf import settings
@@ -945,6 +1047,9 @@ def run_phases(
     logger.info("Parsing %d files with the reader", len(files))
     parse = measure_parse(files)
 
+    logger.info("Copying %d pictures", summary.pictures)
+    pictures = measure_picture_copy(package, var_dir / "picture-copy")
+
     logger.info("Bulk upsert of %d product rows", summary.goods)
     database.recreate(var_dir)
     bulk = measure_bulk_upsert(goods_files, args.batch_size)
@@ -969,6 +1074,7 @@ def run_phases(
         package_bytes,
         parse,
         bulk,
+        pictures,
         end_to_end,
         pipeline,
         per_row,
@@ -978,6 +1084,7 @@ def run_phases(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    args.load_average_start = round(os.getloadavg()[0], 2)
     try:
         database = BenchDatabase(os.environ.get("DATABASE_URL", ""), args.pg_database)
     except BenchmarkError as error:
@@ -990,8 +1097,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("Benchmark failed: %s", error)
         return 1
     finally:
-        if args.keep:
-            logger.warning("Kept %s and database %s", root, database.pg_name or "")
+        if args.keep and database.created:
+            logger.warning("Kept %s and database %s", root, database.pg_name)
+        elif args.keep:
+            logger.warning("Kept %s", root)
         else:
             database.drop()
             shutil.rmtree(root, ignore_errors=True)
