@@ -9,6 +9,7 @@ record by record if the batch fails.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -405,8 +406,7 @@ def _write_pictures(pictures: dict[str, list[tuple[str, Path]]]) -> upsert.Count
             stored_name = "catalog/" + path.removeprefix("import_files/")
             target = media / stored_name
             if not target.exists() or target.stat().st_size != source.stat().st_size:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
+                _store_picture(source, target)
             rows.append(
                 Picture(
                     product_id=product_pks[key],
@@ -418,6 +418,22 @@ def _write_pictures(pictures: dict[str, list[tuple[str, Path]]]) -> upsert.Count
     Picture.objects.bulk_create(rows, ignore_conflicts=True)
     counts.created = len(rows)
     return counts
+
+
+def _store_picture(source: Path, target: Path) -> None:
+    """Put a picture under MEDIA_ROOT: a hard link where possible, else a copy.
+
+    A link costs no data copy, and the media file keeps its content when the
+    exchange folder is cleaned up or a later exchange uploads a new file.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.tmp")
+    staging.unlink(missing_ok=True)
+    try:
+        os.link(source, staging)
+    except OSError:
+        shutil.copyfile(source, staging)  # another file system, or links not allowed
+    os.replace(staging, target)
 
 
 def _decimal(
