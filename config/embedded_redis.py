@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 logger = logging.getLogger("freesport.redis")
 
@@ -106,7 +108,13 @@ class EmbeddedRedis:
         """Shut the server down; return False if none was running."""
         if not self.is_running():
             return False
-        client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=2)
+        # No retries: SHUTDOWN closes the connection, and redis-py would otherwise
+        # reconnect with backoff to a server that is gone, for seconds.
+        client = redis.Redis(
+            unix_socket_path=str(self.socket),
+            socket_timeout=2,
+            retry=Retry(NoBackoff(), 0),
+        )
         try:
             client.shutdown(nosave=True)
         except redis.ConnectionError:
