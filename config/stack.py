@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         if embedded is None
         else dict(os.environ)
     )
+    # SIGTERM and SIGHUP stop the stack like Ctrl-C, so no process is orphaned.
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, _raise_interrupt)
     stack = subprocess.Popen(
         [str(BIN / "honcho"), "start", "-f", str(BASE_DIR / "Procfile")],
         cwd=BASE_DIR,
@@ -59,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         password_file = _ensure_admin(settings.VAR_DIR)
         package = _ensure_sample(args.sample_dir, args.goods)
-        _wait_for_worker()
-        code = _push_through_exchange(package, settings)
+        _wait_for_worker(stack)
+        code = _push_through_exchange(package, settings, stack)
         _print_where_to_look(password_file, code, stays_up=not args.once)
         if not args.once:
             stack.wait()
@@ -100,7 +103,21 @@ def _ensure_sample(folder: Path, goods: int) -> Path:
     return folder
 
 
-def _push_through_exchange(package: Path, settings: Any) -> int:
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _check_alive(stack: subprocess.Popen[bytes]) -> None:
+    if stack.poll() is not None:
+        raise SystemExit(
+            "the Procfile processes stopped (see their output above, for example a "
+            "port already in use; set WEB_PORT or FLOWER_PORT)"
+        )
+
+
+def _push_through_exchange(
+    package: Path, settings: Any, stack: subprocess.Popen[bytes]
+) -> int:
     """Send the package to the exchange endpoint as 1C does; return an exit code."""
     from freesport.exchange.models import ExchangeSession
     from freesport.exchange.summary import summary_lines
@@ -110,7 +127,7 @@ def _push_through_exchange(package: Path, settings: Any) -> int:
     url = (
         f"http://127.0.0.1:{os.environ.get('WEB_PORT', '8000')}/{settings.EXCHANGE_URL}"
     )
-    _wait_for_web(url)
+    _wait_for_web(url, stack)
     print(f"\nSending {package} to {url} with the 1C emulator…", flush=True)
     result = ExchangeClient(url, user, password).push(package, complete=True)
     print_transcript(result)
@@ -140,11 +157,12 @@ def _ensure_exchange_user(var_dir: Path) -> tuple[str, str]:
     return "onec", password_file.read_text().strip()
 
 
-def _wait_for_web(url: str) -> None:
+def _wait_for_web(url: str, stack: subprocess.Popen[bytes]) -> None:
     import requests
 
     deadline = time.monotonic() + WORKER_WAIT_S
     while time.monotonic() < deadline:
+        _check_alive(stack)
         try:
             requests.get(url, timeout=2)
             return
@@ -155,11 +173,12 @@ def _wait_for_web(url: str) -> None:
     )
 
 
-def _wait_for_worker() -> None:
+def _wait_for_worker(stack: subprocess.Popen[bytes]) -> None:
     from config.celery import app
 
     deadline = time.monotonic() + WORKER_WAIT_S
     while time.monotonic() < deadline:
+        _check_alive(stack)
         if app.control.ping(timeout=1.0, limit=1):
             return
     raise SystemExit(f"no Celery worker answered within {WORKER_WAIT_S:.0f} s")

@@ -1,10 +1,18 @@
+import re
+
 from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, re_path
 
 from freesport.exchange.views import exchange
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path(settings.EXCHANGE_URL, exchange, name="onec-exchange"),
+    # With or without the final slash: a POST to the other form would otherwise
+    # reach APPEND_SLASH, which cannot redirect a POST and answers with HTML.
+    re_path(
+        rf"^{re.escape(settings.EXCHANGE_URL.rstrip('/'))}/?$",
+        exchange,
+        name="onec-exchange",
+    ),
 ]

@@ -423,3 +423,71 @@ def test_10k_goods_through_protocol_on_capped_worker(
     assert "progress" in answers
     assert answers[-1] == "success"
     assert Product.objects.count() == 10_000
+
+
+def test_post_without_trailing_slash(exchange_url: str) -> None:
+    response = requests.post(
+        exchange_url.rstrip("/"),
+        params={"type": "catalog", "mode": "checkauth"},
+        auth=(USER, PASSWORD),
+        timeout=10,
+    )
+
+    assert response.status_code == 200
+    assert response.text.startswith("success\n")
+
+
+def test_concurrent_wrong_logins_are_throttled(exchange_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(_: int) -> str:
+        return requests.get(
+            exchange_url,
+            params={"type": "catalog", "mode": "checkauth"},
+            auth=(USER, "wrong"),
+            timeout=20,
+        ).text
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(attempt, range(24)))
+
+    refused = [a for a in answers if a.startswith("failure\ninvalid user name")]
+    assert len(refused) <= 5
+    assert sum(a.startswith("failure\ntoo many failed logins") for a in answers) >= 19
+
+
+def test_import_of_picture_name_fails(exchange_url: str) -> None:
+    client = _client(exchange_url, use_zip=False)
+    client.checkauth()
+    client.init()
+    client.upload("import_files/ab/a.jpg", b"\xff\xd8\xff\xd9")
+
+    answer = _get(
+        exchange_url,
+        mode="import",
+        filename="import_files/ab/a.jpg",
+        sessid=client.sessid or "",
+    )
+
+    assert answer[0] == "failure"
+    assert "not an XML file" in answer[1]
+
+
+def test_picture_resent_keeps_published_file(
+    tmp_path: Path, exchange_url: str, settings: Any
+) -> None:
+    picture = b"\xff\xd8" + b"A" * 100 + b"\xff\xd9"
+    goods = product("P", extra="<Картинка>import_files/rs/p.jpg</Картинка>")
+    body = tmp_path / "import.xml"
+    write_xml(body, classifier() + catalog(goods))
+    client = _client(exchange_url, use_zip=False)
+    client.checkauth()
+    client.init()
+    client.upload("import_files/rs/p.jpg", picture)
+    client.upload("import.xml", body.read_bytes())
+    assert client.import_file("import.xml")[0] == "success"
+
+    client.upload("import_files/rs/p.jpg", picture)
+
+    published = Path(settings.MEDIA_ROOT) / "catalog" / "rs" / "p.jpg"
+    assert published.read_bytes() == picture

@@ -388,3 +388,95 @@ def test_broken_files_refused_and_nothing_deactivated(
         assert failure.line, case
         assert "goods_1_2.xml" in session.files.get(name="goods_1_2.xml").error, case
     assert not Product.objects.filter(name__contains="root:").exists()
+
+
+def test_old_session_deactivation_spares_later_goods(
+    tmp_path: Path, worker: object
+) -> None:
+    goods = [f"P{n}" for n in range(10)]
+    write_xml(
+        tmp_path / "import.xml", classifier() + catalog("".join(map(product, goods)))
+    )
+    run_import([tmp_path])
+    full = tmp_path / "full"
+    write_xml(full / "import.xml", classifier() + catalog(product("P0")))
+    held = run_import([full])
+    later = tmp_path / "later"
+    write_xml(
+        later / "import.xml", catalog(product("P5") + product("NEW"), only_changes=True)
+    )
+    run_import([later])
+
+    call_command("onec_deactivate", str(held.pk), "--force", stdout=io.StringIO())
+
+    active = set(
+        Product.objects.filter(is_active=True).values_list("external_id", flat=True)
+    )
+    assert active == {"P0", "P5", "NEW"}
+    assert held.problems.filter(code="deactivation_held").count() == 1
+
+
+def test_offers_named_in_prices_are_reactivated(tmp_path: Path, worker: object) -> None:
+    goods = "".join(product(f"P{n}") for n in range(10))
+    prices = "".join(
+        offer(
+            f"P{n}",
+            inner="<Цены><Цена><ИдТипаЦены>retail</ИдТипаЦены><ЦенаЗаЕдиницу>5</ЦенаЗаЕдиницу></Цена></Цены>",
+        )
+        for n in range(10)
+    )
+    write_xml(tmp_path / "import.xml", classifier() + catalog(goods))
+    write_xml(tmp_path / "prices.xml", offers_package(prices, head=PRICE_TYPE))
+    run_import([tmp_path])
+    Offer.objects.filter(external_id="P3").update(is_active=False)
+
+    run_import([tmp_path / "prices.xml"], deactivate_missing=False)
+
+    assert Offer.objects.get(external_id="P3").is_active
+
+
+def test_picture_with_same_size_is_replaced(
+    tmp_path: Path, worker: object, settings: object
+) -> None:
+    for side, fill in (("a", b"A"), ("b", b"B")):
+        folder = tmp_path / side
+        (folder / "import_files" / "ab").mkdir(parents=True)
+        (folder / "import_files" / "ab" / "p.jpg").write_bytes(
+            b"\xff\xd8" + fill * 16 + b"\xff\xd9"
+        )
+        extra = "<Картинка>import_files/ab/p.jpg</Картинка>" + (
+            "<Описание>new</Описание>" if side == "b" else ""
+        )
+        write_xml(
+            folder / "import.xml", classifier() + catalog(product("P", extra=extra))
+        )
+
+    run_import([tmp_path / "a"])
+    run_import([tmp_path / "b"])
+
+    stored = Picture.objects.get().image.path
+    assert Path(stored).read_bytes() == b"\xff\xd8" + b"B" * 16 + b"\xff\xd9"
+
+
+def test_non_commerceml_root_fails_file(tmp_path: Path, worker: object) -> None:
+    (tmp_path / "import.xml").write_text("<html><body/></html>", encoding="utf-8")
+
+    session = run_import([tmp_path])
+
+    assert session.status == Status.FAILED
+    problem = session.problems.get(action=ImportProblem.Action.FILE_FAILED)
+    assert "not КоммерческаяИнформация" in problem.message
+
+
+def test_overlong_picture_path_is_a_problem(tmp_path: Path, worker: object) -> None:
+    long_name = "import_files/" + "x" * 300 + ".jpg"
+    write_xml(
+        tmp_path / "import.xml",
+        classifier() + catalog(product("P", extra=f"<Картинка>{long_name}</Картинка>")),
+    )
+
+    session = run_import([tmp_path])
+
+    assert session.status == Status.PARTIAL
+    assert Product.objects.count() == 1
+    assert session.problems.get().code == "picture_invalid"

@@ -14,6 +14,7 @@ view only authenticates, finds the session and turns exceptions into
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ SUCCESS = "success"
 PROGRESS = "progress"
 FAILURE = "failure"
 SUPPORTED_VERSION = "3.1"
+_VERSION = re.compile(r"^\d{1,2}(\.\d{1,3}){0,2}$")
 
 
 @dataclass
@@ -56,7 +58,8 @@ def failure(reason: str) -> Answer:
 def start_session(user: User, client: str) -> ExchangeSession:
     """Open an exchange session for an authenticated 1C user."""
     sessid = secrets.token_hex(24)
-    folder = uploads.new_session_folder(sessid)
+    # The folder name is not the token, so paths shown to operators reveal none.
+    folder = uploads.new_session_folder(secrets.token_hex(8))
     return ExchangeSession.objects.create(
         package=f"1C exchange from {client}"[:500],
         source=ExchangeSession.Source.HTTP,
@@ -88,19 +91,16 @@ def init(session: ExchangeSession, version: str | None) -> Answer:
         f"sessid={session.sessid}",
     ]
     if version:
-        session.protocol_version = min(version, SUPPORTED_VERSION, key=_version_key)[
-            :10
-        ]
+        # The lower of 1C's version and ours; a malformed one gets ours.
+        offered = version if _VERSION.match(version) else SUPPORTED_VERSION
+        session.protocol_version = min(offered, SUPPORTED_VERSION, key=_version_key)
         session.save(update_fields=["protocol_version"])
         lines.append(f"version={session.protocol_version}")
     return Answer(SUCCESS, lines)
 
 
 def _version_key(version: str) -> tuple[int, ...]:
-    parts = []
-    for part in version.split("."):
-        parts.append(int(part) if part.isdigit() else 0)
-    return tuple(parts)
+    return tuple(int(part) for part in version.split("."))
 
 
 def upload(
@@ -128,10 +128,14 @@ def import_file(session: ExchangeSession, filename: str | None) -> Answer:
         queued = _queue_new_files(locked)
     row = ExchangeFile.objects.filter(session=session, name=name.as_posix()).first()
     if row is None:
-        if uploads.exists(session, name) and name.suffix.lower() == ".zip":
-            return _session_answer(session)
         if not uploads.exists(session, name):
             return failure(f"file not found: {name} was not uploaded in this exchange")
+        if name.suffix.lower() == ".zip":
+            return _session_answer(session)
+        if name.suffix.lower() != ".xml" or "import_files" in name.parts:
+            return failure(
+                f"{name} is not an XML file of the package; nothing to import"
+            )
         return Answer(PROGRESS, [f"{name} waits for the files queued before it"])
     return _file_answer(row, queued)
 
@@ -189,7 +193,9 @@ def _file_answer(row: ExchangeFile, queued: int) -> Answer:
             PROGRESS, [f"{note}importing {row.name}: package {share:.0%} done"]
         )
     if row.status == ExchangeFile.Status.FAILED:
-        return failure(f"{row.name}: {row.error}")
+        # Errors name files by their path on disk; 1C knows them by upload name.
+        error = row.error.replace(f"{session.upload_dir}/", "")
+        return failure(f"{row.name}: {error}")
     skipped = sum(entity.get("skipped", 0) for entity in row.counts.values())
     detail = f"{row.name}: {row.items} items"
     if skipped:

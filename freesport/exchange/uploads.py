@@ -30,13 +30,15 @@ def safe_name(filename: str | None) -> PurePosixPath:
         raise UploadError("the filename parameter is missing")
     if len(filename) > MAX_NAME_LENGTH:
         raise UploadError(f"filename is longer than {MAX_NAME_LENGTH} characters")
-    if "\x00" in filename or "\\" in filename:
-        raise UploadError(f"filename {filename!r} contains a NUL byte or a backslash")
+    if "\x00" in filename:
+        raise UploadError(f"filename {filename!r} contains a NUL byte")
+    if "\\" in filename:
+        raise UploadError(f"filename {filename!r} contains a backslash; use / in paths")
     path = PurePosixPath(filename)
     if path.is_absolute() or _DRIVE.match(filename) or ".." in path.parts:
         raise UploadError(f"filename {filename!r} points outside the exchange folder")
-    if not path.parts or path.name in ("", "."):
-        raise UploadError(f"filename {filename!r} names no file")
+    if not path.parts or path.name in ("", ".") or filename.endswith("/"):
+        raise UploadError(f"filename {filename!r} names a folder, not a file")
     return path
 
 
@@ -62,8 +64,27 @@ def append(
     checked as the bytes arrive; a file that passes its limit is removed.
     """
     target = session_folder(session).joinpath(*name.parts)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    size = target.stat().st_size if target.exists() else 0
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() and target.stat().st_nlink > 1:
+            # Imported already and hard-linked into MEDIA_ROOT: a re-sent file
+            # starts afresh instead of extending the published picture.
+            target.unlink()
+        size = target.stat().st_size if target.exists() else 0
+        return _write_chunks(session, name, target, size, chunks)
+    except OSError as error:
+        raise UploadError(
+            f"{name} cannot be stored ({error.strerror}); check the file name"
+        ) from error
+
+
+def _write_chunks(
+    session: ExchangeSession,
+    name: PurePosixPath,
+    target: Path,
+    size: int,
+    chunks: Iterator[bytes],
+) -> int:
     written = 0
     file_limit = settings.EXCHANGE_MAX_FILE_BYTES
     session_limit = settings.EXCHANGE_MAX_SESSION_BYTES
@@ -106,6 +127,7 @@ def unpack_new_zips(session: ExchangeSession) -> list[str]:
         try:
             extract_zip(archive, archive.parent, limits)
         except PackageError as error:
-            raise UploadError(str(error)) from error
+            # The message names the archive by its path in the upload, not on disk.
+            raise UploadError(str(error).replace(f"{folder}/", "")) from error
         unpacked.append(relative)
     return unpacked

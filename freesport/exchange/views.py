@@ -85,6 +85,8 @@ def _dispatch(
             0,
         )
     if mode == "checkauth":
+        if request.method not in ("GET", "POST"):
+            return protocol.failure("mode=checkauth takes GET or POST"), None, 0
         return _checkauth(request)
     session = _find_session(request)
     if session is None:
@@ -149,28 +151,20 @@ def _checkauth(
             0,
         )
     username, password = credentials
-    throttle_key = _throttle_key(request, username)
-    attempts = int(_redis().get(throttle_key) or 0)
-    if attempts >= settings.EXCHANGE_LOGIN_ATTEMPTS:
+    if _login_locked(request, username):
         lockout = settings.EXCHANGE_LOGIN_LOCKOUT_S
         reason = f"too many failed logins; try again in {lockout} s"
         return protocol.failure(reason), None, 0
     # authenticate() compares password hashes in constant time.
     user = authenticate(request, username=username, password=password)
     if user is None or not user.is_active or not user.has_perm(PERMISSION):
-        pipe = _redis().pipeline()
-        pipe.incr(throttle_key)
-        pipe.expire(throttle_key, settings.EXCHANGE_LOGIN_LOCKOUT_S)
-        pipe.execute()
         logger.warning("Exchange login failed from %s", _client_address(request))
-        return (
-            protocol.failure(
-                "invalid user name or password, or no exchange permission"
-            ),
-            None,
-            0,
-        )
-    _redis().delete(throttle_key)
+        reason = "invalid user name or password, or no exchange permission"
+        return protocol.failure(reason), None, 0
+    pipe = _redis().pipeline()
+    pipe.delete(_throttle_key(request, username))
+    pipe.decr(_throttle_key(request, ""))
+    pipe.execute()
     session = protocol.start_session(_as_user(user), _client_address(request))
     logger.info(
         "Exchange session %d opened from %s", session.pk, _client_address(request)
@@ -203,6 +197,30 @@ def _basic_credentials(request: HttpRequest) -> tuple[str, str] | None:
     if not separator:
         return None
     return username, password
+
+
+def _login_locked(request: HttpRequest, username: str) -> bool:
+    """Count this login attempt; return True when the address or name is locked.
+
+    Every attempt is counted before the password is checked, in one atomic
+    INCR, so concurrent guesses cannot slip past the limit. A successful login
+    clears the user's counter. The per-address counter allows more attempts,
+    because several 1C bases may share an address, and bounds guessing across
+    user names.
+    """
+    lockout = settings.EXCHANGE_LOGIN_LOCKOUT_S
+    user_key = _throttle_key(request, username)
+    address_key = _throttle_key(request, "")
+    pipe = _redis().pipeline()
+    # SET NX starts the lockout window on the first attempt (EXPIRE NX needs
+    # Redis 7; the embedded server is 6.2).
+    pipe.set(user_key, 0, ex=lockout, nx=True)
+    pipe.incr(user_key)
+    pipe.set(address_key, 0, ex=lockout, nx=True)
+    pipe.incr(address_key)
+    _, user_attempts, _, address_attempts = pipe.execute()
+    limit = settings.EXCHANGE_LOGIN_ATTEMPTS
+    return bool(user_attempts > limit or address_attempts > limit * 4)
 
 
 def _throttle_key(request: HttpRequest, username: str) -> str:
@@ -243,12 +261,14 @@ def _record_step(
     started: float,
 ) -> None:
     try:
+        # The checkauth response carries the session token: only its status is kept.
+        summary = answer.status if mode == "checkauth" else answer.summary
         ExchangeStep.objects.create(
             session=session,
             mode=mode[:20],
             filename=request.GET.get("filename", "")[:500],
             bytes=received,
-            answer=answer.summary,
+            answer=summary,
             duration_ms=int((time.monotonic() - started) * 1000),
         )
     except Exception:

@@ -146,8 +146,10 @@ class ZipLimits:
 
 def safe_member_path(name: str) -> PurePosixPath:
     """Return a zip member's relative path, or raise PackageError if it could escape."""
-    if "\x00" in name or "\\" in name:
-        raise PackageError(f"zip entry {name!r} contains a NUL byte or a backslash")
+    if "\x00" in name:
+        raise PackageError(f"zip entry {name!r} contains a NUL byte")
+    if "\\" in name:
+        raise PackageError(f"zip entry {name!r} contains a backslash")
     path = PurePosixPath(name)
     if path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", name):
         raise PackageError(f"zip entry {name!r} points outside the package folder")
@@ -159,42 +161,53 @@ def extract_zip(archive: Path, target: Path, limits: ZipLimits) -> Path:
     try:
         bundle = zipfile.ZipFile(archive)
     except zipfile.BadZipFile as error:
-        raise PackageError(f"{archive}: not a valid zip file ({error})") from error
+        raise PackageError(f"{archive.name}: not a valid zip file ({error})") from error
     with bundle:
         members = bundle.infolist()
         if len(members) > limits.max_entries:
             raise PackageError(
-                f"{archive}: {len(members)} entries, more than the limit of "
+                f"{archive.name}: {len(members)} entries, more than the limit of "
                 f"{limits.max_entries}"
             )
         declared = sum(member.file_size for member in members)
         if declared > limits.max_bytes:
             raise PackageError(
-                f"{archive}: unpacks to {declared} bytes, more than the limit of "
+                f"{archive.name}: unpacks to {declared} bytes, more than the limit of "
                 f"{limits.max_bytes}"
             )
         target.mkdir(parents=True, exist_ok=True)
         for member in members:
-            relative = safe_member_path(member.filename)
+            try:
+                relative = safe_member_path(member.filename)
+            except PackageError as error:
+                raise PackageError(f"{archive.name}: {error}") from error
             if member.is_dir():
                 continue
             if member.compress_size and member.file_size / member.compress_size > (
                 limits.max_ratio
             ):
                 raise PackageError(
-                    f"{archive}: entry {member.filename!r} compresses "
+                    f"{archive.name}: entry {member.filename!r} compresses "
                     f"{member.file_size / member.compress_size:.0f}:1, more than the "
                     f"limit of {limits.max_ratio}:1"
                 )
             destination = target.joinpath(*relative.parts)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            _copy_limited(bundle, member, destination)
+            try:
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                _copy_limited(bundle, member, destination)
+            except OSError as error:
+                raise PackageError(
+                    f"{archive.name}: entry {member.filename!r} cannot be unpacked "
+                    f"({error.strerror}); re-create the zip with plain file names"
+                ) from error
     return target
 
 
 def _copy_limited(bundle: zipfile.ZipFile, member: zipfile.ZipInfo, dest: Path) -> None:
     # The declared size is checked before; this stops an entry that lies about it.
     written = 0
+    # A new inode: the old file may be hard-linked into MEDIA_ROOT.
+    dest.unlink(missing_ok=True)
     with bundle.open(member) as source, open(dest, "wb") as sink:
         while chunk := source.read(1024 * 1024):
             written += len(chunk)

@@ -40,6 +40,7 @@ CONTAINER_TAGS = ("Документ", "Контрагент")
 DELETED_STATUS = "Удален"
 PROLOG_SCAN_BYTES = 64 * 1024
 _DOCTYPE = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
+_POSITION = re.compile(r"(,\s*line \d+)+(,\s*column \d+)?\s*$")
 
 
 class CommerceMLError(Exception):
@@ -306,9 +307,18 @@ class CatalogReader:
                 _release(element)
         except etree.XMLSyntaxError as error:
             line = error.lineno if error.lineno else None
+            # libxml2 ends its message with the position, which the error names too.
+            reason = _POSITION.sub("", error.msg or "").strip()
+            raise CommerceMLError(self.path, line, f"invalid XML: {reason}") from error
+        root = context.root
+        if root is None or local_name(root.tag) != "КоммерческаяИнформация":
+            found = local_name(root.tag) if root is not None else "(none)"
             raise CommerceMLError(
-                self.path, line, f"invalid XML: {error.msg}"
-            ) from error
+                self.path,
+                root.sourceline if root is not None else None,
+                f"the root element is <{found}>, not КоммерческаяИнформация, so this "
+                "is not a CommerceML file; check what was exported under this name",
+            )
 
     def _read_root(self, element: Any) -> None:
         self.info.version = element.get("ВерсияСхемы", "")

@@ -9,6 +9,7 @@ record by record if the batch fails.
 
 from __future__ import annotations
 
+import filecmp
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -276,7 +277,9 @@ write_price_types = _simple_writer(
             r.line,
             "Наименование",
         ),
-        "currency": r.currency[:10],
+        "currency": _fit(
+            r.currency, 10, res, "price_type", r.external_id, r.line, "Валюта"
+        ),
         "is_deleted": r.deleted,
     },
 )
@@ -337,7 +340,9 @@ def write_products(records: Sequence[ProductRecord], ctx: BatchContext) -> Batch
             "description": record.description,
             "group_id": group_pks.get(group_key),
             "group_external_id": group_key[:EXTERNAL_ID_LENGTH],
-            "unit_code": record.unit_code[:20],
+            "unit_code": _fit(
+                record.unit_code, 20, result, "product", key, line, "БазоваяЕдиница"
+            ),
             "properties": record.properties,
             "is_deleted": record.deleted,
             "is_active": not record.deleted,
@@ -360,21 +365,15 @@ def write_products(records: Sequence[ProductRecord], ctx: BatchContext) -> Batch
 def _check_pictures(
     record: ProductRecord, root: Path, result: BatchResult
 ) -> list[tuple[str, Path]]:
-    """Return the product's usable pictures as ``(path in package, file)``."""
+    """Return the product's usable pictures as ``(path in package, file)``.
+
+    The path is returned with forward slashes, as 1C's Windows-style
+    ``import_files\\ab\\x.jpg`` means the same file.
+    """
     usable = []
-    allowed = tuple(settings.CATALOG_PICTURE_EXTENSIONS)
     for path in record.pictures:
         relative = PurePosixPath(path.replace("\\", "/"))
-        reason = None
-        if relative.is_absolute() or ".." in relative.parts:
-            reason = "points outside the package folder"
-        elif relative.suffix.lower() not in allowed:
-            reason = (
-                f"has an unsupported format {relative.suffix or '(none)'}; "
-                f"supported: {', '.join(allowed)}"
-            )
-        elif not (root / relative).is_file():
-            reason = "is missing from the package"
+        reason = _picture_problem(relative, root)
         if reason:
             result.problems.append(
                 skipped(
@@ -382,15 +381,32 @@ def _check_pictures(
                     record.external_id,
                     record.line,
                     "picture_invalid",
-                    f"picture {path!r} {reason}; the product is imported without it",
+                    f"picture {path[:300]!r} {reason}; the product is imported "
+                    "without it",
                 )
             )
             result.add("pictures", upsert.Counts(), 1)
             continue
-        if len(path) > NAME_LENGTH:
-            continue
-        usable.append((path, root / relative))
+        usable.append((relative.as_posix(), root / relative))
     return usable
+
+
+def _picture_problem(relative: PurePosixPath, root: Path) -> str | None:
+    """Return why a picture path cannot be used, or None if it can."""
+    allowed = tuple(settings.CATALOG_PICTURE_EXTENSIONS)
+    if relative.is_absolute() or ".." in relative.parts:
+        return "points outside the package folder"
+    if len(relative.as_posix()) > NAME_LENGTH:
+        return f"is longer than the {NAME_LENGTH} characters a picture path may have"
+    if relative.suffix.lower() not in allowed:
+        suffix = relative.suffix or "(none)"
+        return f"has an unsupported format {suffix}; supported: {', '.join(allowed)}"
+    try:
+        if not (root / relative).is_file():
+            return "is missing from the package"
+    except OSError as error:  # a name the file system rejects, such as too long
+        return f"cannot be opened ({error.strerror})"
+    return None
 
 
 def _write_pictures(pictures: dict[str, list[tuple[str, Path]]]) -> upsert.Counts:
@@ -404,9 +420,7 @@ def _write_pictures(pictures: dict[str, list[tuple[str, Path]]]) -> upsert.Count
     for key, entries in pictures.items():
         for position, (path, source) in enumerate(entries):
             stored_name = "catalog/" + path.removeprefix("import_files/")
-            target = media / stored_name
-            if not target.exists() or target.stat().st_size != source.stat().st_size:
-                _store_picture(source, target)
+            _store_picture(source, media / stored_name)
             rows.append(
                 Picture(
                     product_id=product_pks[key],
@@ -421,19 +435,33 @@ def _write_pictures(pictures: dict[str, list[tuple[str, Path]]]) -> upsert.Count
 
 
 def _store_picture(source: Path, target: Path) -> None:
-    """Put a picture under MEDIA_ROOT: a hard link where possible, else a copy.
+    """Put a picture under MEDIA_ROOT unless the same bytes are there already.
 
-    A link costs no data copy, and the media file keeps its content when the
-    exchange folder is cleaned up or a later exchange uploads a new file.
+    A file uploaded through the exchange is hard-linked, which copies no data;
+    the upload code never writes into a linked file, so the media file keeps its
+    content. A file from anywhere else (an operator's folder) is copied, so
+    that editing either copy later cannot change the other.
     """
+    if target.exists():
+        if os.path.samefile(source, target) or filecmp.cmp(
+            source, target, shallow=False
+        ):
+            return
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.tmp")
     staging.unlink(missing_ok=True)
-    try:
-        os.link(source, staging)
-    except OSError:
-        shutil.copyfile(source, staging)  # another file system, or links not allowed
+    if _inside(source, Path(settings.EXCHANGE_ROOT)):
+        try:
+            os.link(source, staging)
+        except OSError:
+            shutil.copyfile(source, staging)  # another file system, or no links
+    else:
+        shutil.copyfile(source, staging)
     os.replace(staging, target)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 def _decimal(
@@ -559,6 +587,11 @@ def _write_offer_rows(
     missing = {k: v for k, v in bare.items() if k not in existing}
     counts = upsert.upsert_external(Offer, missing, ctx.session_id)
     upsert.touch_seen(Offer, list(existing), ctx.session_id)
+    for part in upsert.chunked(list(existing)):
+        # Deactivated only because a full package omitted them: back on sale.
+        Offer.objects.filter(
+            external_id__in=part, is_active=False, is_deleted=False
+        ).update(is_active=True)
     result.add("offers", counts)
     return upsert.id_map(Offer, (r.external_id for r in records))
 

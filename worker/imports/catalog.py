@@ -262,7 +262,8 @@ def _fail_file(
         code="file_failed",
         action=ImportProblem.Action.FILE_FAILED,
         message=(
-            f"{reason}. Items read before the error were imported; nothing is "
+            f"{reason.rstrip('.')}. Items read before the error were imported; "
+            "nothing is "
             "deactivated for this package. Fix or re-send the file."
         )[:2000],
     )

@@ -13,6 +13,7 @@ import logging
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 
 from freesport.catalog.models import Offer, Product
 from freesport.exchange.models import ExchangeFile, ExchangeSession, ImportProblem
@@ -50,7 +51,11 @@ def deactivate_missing(
     for entity, model in targets:
         with transaction.atomic():
             active = model.objects.filter(is_active=True)
-            missing = active.exclude(last_seen_session=session.pk)
+            # Rows last seen before this session; a row a later session contained
+            # is not missing, whenever this deactivation runs.
+            missing = active.filter(
+                Q(last_seen_session__lt=session.pk) | Q(last_seen_session__isnull=True)
+            )
             total, omitted = active.count(), missing.count()
             share = omitted / total if total else 0.0
             limit = settings.EXCHANGE_DEACTIVATE_MAX_SHARE
@@ -72,17 +77,19 @@ def _record_held(
         "Exchange session %d: held back deactivation of %d of %d active %s",
         session.pk, omitted, total, entity,
     )  # fmt: skip
-    ImportProblem.objects.create(
+    ImportProblem.objects.update_or_create(
         session=session,
-        file="",
-        element="",
         code="deactivation_held",
-        action=ImportProblem.Action.HELD,
-        message=(
-            f"The full package omits {omitted} of {total} active {entity} "
-            f"({omitted / total:.0%}), more than the {limit:.0%} allowed by "
-            "EXCHANGE_DEACTIVATE_MAX_SHARE, so none were deactivated. If 1C really "
-            "removed them, run `manage.py onec_deactivate "
-            f"{session.pk} --force`; otherwise check the export settings in 1C."
-        ),
+        element=entity,
+        defaults={
+            "file": "",
+            "action": ImportProblem.Action.HELD,
+            "message": (
+                f"The full package omits {omitted} of {total} active {entity} "
+                f"({omitted / total:.0%}), more than the {limit:.0%} allowed by "
+                "EXCHANGE_DEACTIVATE_MAX_SHARE, so none were deactivated. If 1C really "
+                "removed them, run `manage.py onec_deactivate "
+                f"{session.pk} --force`; otherwise check the export settings in 1C."
+            ),
+        },
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 
 from freesport.exchange.models import ExchangeFile, ExchangeSession
-from worker.commerceml.package import ZipLimits, collect, extract_zip
+from worker.commerceml.package import PackageError, ZipLimits, collect, extract_zip
 
 
 def zip_limits() -> ZipLimits:
@@ -37,11 +39,15 @@ def create_session(
     sources: list[Path] = []
     for path in paths:
         if path.suffix.lower() == ".zip" and path.is_file():
-            target = Path(settings.EXCHANGE_ROOT) / f"session-{session.pk}" / path.stem
-            sources.append(extract_zip(path, target, zip_limits()))
+            sources.append(_unpack(path, session))
         else:
             sources.append(path.resolve())
     files = collect(sources)
+    if not any(file.is_catalog or file.kind == "unknown" for file in files):
+        raise PackageError(
+            f"no CommerceML XML files found in {', '.join(str(p) for p in paths)}; "
+            "pass the folder or zip 1C exported (import.xml, offers.xml, goods_*.xml …)"
+        )
     ExchangeFile.objects.bulk_create(
         [
             ExchangeFile(
@@ -58,6 +64,22 @@ def create_session(
     session.bytes_total = sum(f.path.stat().st_size for f in files)
     session.save(update_fields=["bytes_total"])
     return session
+
+
+def _unpack(archive: Path, session: ExchangeSession) -> Path:
+    """Unpack a zip into a new folder of its own, removed again if unpacking fails.
+
+    The folder name is random: a session whose transaction rolled back may hand
+    its id to the next one, and that one must not find the old files.
+    """
+    root = Path(settings.EXCHANGE_ROOT)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"session-{session.pk}-", dir=root))
+    try:
+        return extract_zip(archive, folder / archive.stem, zip_limits())
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def enqueue_import(session: ExchangeSession, *, queue: str | None = None) -> list[str]:

@@ -77,9 +77,15 @@ class Command(BaseCommand):
             self.stderr.write(
                 f"Exchange session {session.pk}: {session.files.count()} files queued"
             )
-        session = self._wait(
-            session, options["timeout"], show_progress=not options["json"]
-        )
+        try:
+            session = self._wait(
+                session, options["timeout"], show_progress=not options["json"]
+            )
+        except KeyboardInterrupt:
+            raise CommandError(
+                f"stopped waiting; exchange session {session.pk} goes on in the "
+                "worker. Follow it with `python manage.py onec_status`."
+            ) from None
         summary = session.summary()
         if options["json"]:
             self.stdout.write(json.dumps(summary, ensure_ascii=False, indent=2))
