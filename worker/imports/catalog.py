@@ -301,7 +301,11 @@ def finish_import(session_id: int) -> str:
     session.full_package = any(f.full_goods or f.full_offers for f in files)
     session.status = status
     session.finished_at = timezone.now()
-    session.save()
+    # Only the fields settled here: the exchange endpoint may set others (such as
+    # completed_at) on the same row meanwhile.
+    session.save(
+        update_fields=["counts", "full_package", "status", "finished_at", "error"]
+    )
     if status != ExchangeSession.Status.FAILED and session.deactivate_missing:
         deactivation.deactivate_missing(session)
     logger.info("Exchange session %d finished: %s", session.pk, status)
