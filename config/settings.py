@@ -37,6 +37,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "freesport.catalog",
     "freesport.exchange",
+    "freesport.integration",
+    "freesport.customers",
 ]
 
 MIDDLEWARE = [
@@ -192,3 +194,96 @@ LOGGING = {
         "worker": {"level": os.environ.get("LOG_LEVEL", "INFO")},
     },
 }
+
+# --- Recovery and outbound exchange ---
+# docs/recovery.md describes these settings. Tests pass smaller values to their
+# worker processes through the same environment variables.
+import json  # noqa: E402  (imported here, in the section that needs it)
+
+# Backoff of retried integration tasks: the countdown after failed run n is drawn
+# uniformly from [0, min(RECOVERY_RETRY_CAP_S, RECOVERY_RETRY_BASE_S * 2**(n-1))]
+# seconds, and is at least the Retry-After that 1C sent.
+RECOVERY_RETRY_BASE_S = float(os.environ.get("RECOVERY_RETRY_BASE_S", "2"))
+RECOVERY_RETRY_CAP_S = float(os.environ.get("RECOVERY_RETRY_CAP_S", "300"))
+# Runs of a task, the first one included, before retrying gives up and escalates.
+RECOVERY_MAX_ATTEMPTS = int(os.environ.get("RECOVERY_MAX_ATTEMPTS", "6"))
+# Longest countdown sent to the broker as a delayed (ETA) message. A longer delay
+# waits in the PendingRetry table until a beat job sends it, so workers keep no
+# far-off tasks in memory. A system check keeps this plus the task time
+# limit below CELERY_BROKER_VISIBILITY_TIMEOUT_S.
+RECOVERY_MAX_COUNTDOWN_S = float(os.environ.get("RECOVERY_MAX_COUNTDOWN_S", "600"))
+# Maximum number of delayed tasks one worker keeps in memory. The rest wait in
+# Redis.
+CELERY_WORKER_ETA_TASK_LIMIT = int(
+    os.environ.get("CELERY_WORKER_ETA_TASK_LIMIT", "100")
+)
+# Soft and hard time limits of integration tasks, in seconds.
+INTEGRATION_TASK_SOFT_TIME_LIMIT_S = int(
+    os.environ.get("INTEGRATION_TASK_SOFT_TIME_LIMIT_S", "300")
+)
+INTEGRATION_TASK_TIME_LIMIT_S = int(
+    os.environ.get("INTEGRATION_TASK_TIME_LIMIT_S", "360")
+)
+# Queue that export tasks are sent to. Empty means Celery's default queue.
+INTEGRATION_TASK_QUEUE: str | None = os.environ.get("INTEGRATION_TASK_QUEUE") or None
+# Strategy per error kind, overriding the defaults for one task or operation:
+# {"export_customer": {"connection": "file_fallback"}}. The environment variable
+# contains this dict as JSON.
+RECOVERY_STRATEGY_OVERRIDES: dict[str, dict[str, str]] = json.loads(
+    os.environ.get("RECOVERY_STRATEGY_OVERRIDES", "{}")
+)
+# Administrators get at most one e-mail per error group in this many seconds.
+RECOVERY_ESCALATION_INTERVAL_S = int(
+    os.environ.get("RECOVERY_ESCALATION_INTERVAL_S", "900")
+)
+# Dotted path of a factory (operation) -> circuit breaker. Empty means none.
+RECOVERY_CIRCUIT_BREAKER = os.environ.get("RECOVERY_CIRCUIT_BREAKER", "")
+# Pending retries sent per run of the beat job. Its interval is the environment
+# variable RECOVERY_SEND_INTERVAL_S, which config/celery.py reads.
+RECOVERY_SEND_BATCH_SIZE = 100
+# A customer export whose task was never sent (the broker was down at
+# registration) is sent by a beat job once it is this many seconds old.
+CUSTOMER_EXPORT_UNSENT_AFTER_S = 900
+# The 1C HTTP service that exports call through worker/onec/client.py. The
+# contract and the meaning of each value are in docs/onec-http-service.md. An
+# empty ONEC_HTTP_URL sends exports to the exchange outbox instead.
+ONEC_HTTP_URL = os.environ.get("ONEC_HTTP_URL", "")
+ONEC_HTTP_USER = os.environ.get("ONEC_HTTP_USER", "")
+ONEC_HTTP_PASSWORD = os.environ.get("ONEC_HTTP_PASSWORD", "")
+ONEC_HTTP_TOKEN_URL = os.environ.get("ONEC_HTTP_TOKEN_URL", "")
+ONEC_HTTP_CONNECT_TIMEOUT_S = float(
+    os.environ.get("ONEC_HTTP_CONNECT_TIMEOUT_S", "3.05")
+)
+ONEC_HTTP_READ_TIMEOUT_S = float(os.environ.get("ONEC_HTTP_READ_TIMEOUT_S", "30"))
+# CommerceML documents for 1C's own exchange to collect: folder and version
+# ("3.1" or "2.10").
+EXCHANGE_OUTBOX_DIR = Path(
+    os.environ.get("EXCHANGE_OUTBOX_DIR", VAR_DIR / "exchange" / "outbox")
+)
+EXCHANGE_OUTBOX_COMMERCEML_VERSION = os.environ.get(
+    "EXCHANGE_OUTBOX_COMMERCEML_VERSION", "3.1"
+)
+
+
+def _parse_admin(entry: str) -> tuple[str, str]:
+    """Split "Name <address>" (or a bare address) into Django's (name, address)."""
+    name, _, address = entry.partition("<")
+    if not address:
+        return entry.strip(), entry.strip()
+    return name.strip(), address.strip(" >")
+
+
+# Recipients of escalated errors: "Name <address>, other@example.com".
+ADMINS = [
+    _parse_admin(entry)
+    for entry in os.environ.get("DJANGO_ADMINS", "").split(",")
+    if entry.strip()
+]
+SERVER_EMAIL = os.environ.get("SERVER_EMAIL", "freesport-integration@localhost")
+EMAIL_BACKEND = os.environ.get(
+    "EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend"
+)
+# Folder of the file-based e-mail backend, which tests use.
+EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
