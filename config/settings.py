@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "freesport.exchange",
     "freesport.integration",
     "freesport.customers",
+    "freesport.breakers",
 ]
 
 MIDDLEWARE = [
@@ -236,8 +237,11 @@ RECOVERY_STRATEGY_OVERRIDES: dict[str, dict[str, str]] = json.loads(
 RECOVERY_ESCALATION_INTERVAL_S = int(
     os.environ.get("RECOVERY_ESCALATION_INTERVAL_S", "900")
 )
-# Dotted path of a factory (operation) -> circuit breaker. Empty means none.
-RECOVERY_CIRCUIT_BREAKER = os.environ.get("RECOVERY_CIRCUIT_BREAKER", "")
+# Dotted path of a factory (operation) -> circuit breaker; empty means none. The
+# default is the breaker shared by all workers through Redis.
+RECOVERY_CIRCUIT_BREAKER = os.environ.get(
+    "RECOVERY_CIRCUIT_BREAKER", "worker.recovery.circuit.breaker_for_operation"
+)
 # Pending retries sent per run of the beat job. Its interval is the environment
 # variable RECOVERY_SEND_INTERVAL_S, which config/celery.py reads.
 RECOVERY_SEND_BATCH_SIZE = 100
@@ -287,3 +291,26 @@ EMAIL_BACKEND = os.environ.get(
 EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
 EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+
+# --- Circuit breaker (docs/circuit-breaker.md) ---
+# Consecutive failures that open a breaker, seconds before trial calls, trial
+# successes that close it, and trial calls allowed at once across all workers.
+ONEC_BREAKER_FAILURE_THRESHOLD = int(
+    os.environ.get("ONEC_BREAKER_FAILURE_THRESHOLD", "5")
+)
+ONEC_BREAKER_RECOVERY_TIMEOUT_S = float(
+    os.environ.get("ONEC_BREAKER_RECOVERY_TIMEOUT_S", "60")
+)
+ONEC_BREAKER_SUCCESS_THRESHOLD = int(
+    os.environ.get("ONEC_BREAKER_SUCCESS_THRESHOLD", "3")
+)
+ONEC_BREAKER_HALF_OPEN_MAX_CALLS = int(
+    os.environ.get("ONEC_BREAKER_HALF_OPEN_MAX_CALLS", "1")
+)
+# "open": with Redis unreachable, calls go ahead under a per-process breaker;
+# "closed": they are rejected.
+ONEC_BREAKER_FAIL_MODE = os.environ.get("ONEC_BREAKER_FAIL_MODE", "open")
+# Breakers listed by onec_status, the admin and /metrics before their first use.
+ONEC_BREAKER_NAMES = ["export_customers", "export_orders"]
+# Bearer token for /metrics; staff users may also use HTTP Basic or a session.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")

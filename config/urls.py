@@ -4,6 +4,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import path, re_path
 
+from freesport.breakers.metrics import breaker_metrics
 from freesport.exchange.views import exchange
 
 urlpatterns = [
@@ -15,4 +16,5 @@ urlpatterns = [
         exchange,
         name="onec-exchange",
     ),
+    path("metrics", breaker_metrics, name="metrics"),
 ]

@@ -40,6 +40,10 @@ logger = logging.getLogger("worker.recovery")
 
 # Failures that tell a circuit breaker 1C is unavailable.
 BREAKER_KINDS = frozenset({ErrorKind.CONNECTION, ErrorKind.TIMEOUT})
+# Failures that prove 1C answered: for the breaker they are successful calls.
+ANSWERED_KINDS = frozenset(
+    {ErrorKind.BUSINESS, ErrorKind.DATA_FORMAT, ErrorKind.AUTHENTICATION}
+)
 LOG_LEVELS = {
     Outcome.RETRY: logging.WARNING,
     Outcome.FILE_WRITTEN: logging.WARNING,
@@ -57,8 +61,12 @@ def dispatch(task: IntegrationTask, error: Exception) -> Retry | Ignore:
     target = task.safe_target(*(request.args or ()), **(request.kwargs or {}))
     message = scrub_text(str(error), target.personal_values)
     fingerprint = fingerprint_for(task.operation, kind, error, message)
+    breaker = breaker_for(task.operation)
     if kind in BREAKER_KINDS:
-        breaker_for(task.operation).record_failure(error)
+        breaker.record_failure(error)
+    elif kind in ANSWERED_KINDS:
+        # 1C answered, so it is up: this also frees a half-open trial slot.
+        breaker.record_success()
 
     incident = _record_failure(task, kind, error, message, fingerprint, target)
     failure = Failure(

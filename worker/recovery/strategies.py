@@ -149,9 +149,9 @@ class CircuitBreakerFallback(Strategy):
         self.then = then or RetryWithBackoff()
 
     def __call__(self, failure: Failure) -> Decision:
-        breaker = breaker_for(failure.task.operation)
-        retry_at = breaker.retry_at()
-        if breaker.allow() or retry_at is None:
+        # retry_at() only reads the state; allow() would take a half-open trial.
+        retry_at = breaker_for(failure.task.operation).retry_at()
+        if retry_at is None or retry_at <= timezone.now():
             return self.then(failure)
         wait_s = max((retry_at - timezone.now()).total_seconds(), 0.0)
         backoff = Backoff(countdown_s=wait_s, ceiling_s=wait_s, retry_after_s=wait_s)

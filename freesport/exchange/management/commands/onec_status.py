@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection
 
 from config.celery import app
+from freesport.breakers.services import breaker_report
 from freesport.exchange.models import ExchangeSession
 
 
@@ -32,6 +33,7 @@ class Command(BaseCommand):
             "database": _database_status(),
             "workers": _workers(),
             "sessions": _sessions(options["sessions"]),
+            "breakers": breaker_report(),
         }
         healthy = report["redis"]["ok"] and report["database"]["ok"]
         if options["json"]:
@@ -52,6 +54,17 @@ class Command(BaseCommand):
         write(f"Database: {state} {database['vendor']} {database.get('error', '')}")
         workers = report["workers"]
         write(f"Workers:  {len(workers)} online {' '.join(workers)}")
+        write("Circuit breakers:")
+        for row in report["breakers"]:
+            if row.get("error"):
+                write(f"  {row.get('name') or '(all)'}: {row['error']}")
+                continue
+            forced = f" (forced {row['forced']})" if row.get("forced") else ""
+            until = f" until {row['retry_at']}" if row.get("retry_at") else ""
+            write(
+                f"  {row['name']}: {row['state']}{forced} "
+                f"failures={row.get('failures', 0)}{until}"
+            )
         write("Last exchange sessions:")
         for row in report["sessions"]:
             created = f"{row['created_at']:%Y-%m-%d %H:%M}"
