@@ -4,6 +4,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.forms.models import modelform_factory
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -130,13 +131,16 @@ class ManualTaskAdmin(admin.ModelAdmin):
             messages.SUCCESS if sent else messages.WARNING,
         )
 
-    @admin.action(description=_("Replay selected tasks"))
+    @admin.action(description=_("Replay selected tasks"), permissions=["change"])
     def replay_selected(
         self, request: HttpRequest, queryset: QuerySet[ManualTask]
     ) -> None:
         self._replay(request, queryset)
 
-    @admin.action(description=_("Replay every open task of the selected error groups"))
+    @admin.action(
+        description=_("Replay every open task of the selected error groups"),
+        permissions=["change"],
+    )
     def replay_error_groups(
         self, request: HttpRequest, queryset: QuerySet[ManualTask]
     ) -> None:
@@ -153,20 +157,21 @@ class ManualTaskAdmin(admin.ModelAdmin):
             % {"count": changed},
         )
 
-    @admin.action(description=_("Mark selected tasks resolved"))
+    @admin.action(description=_("Mark selected tasks resolved"), permissions=["change"])
     def resolve_selected(
         self, request: HttpRequest, queryset: QuerySet[ManualTask]
     ) -> None:
         self._close(request, queryset, ManualTask.State.RESOLVED)
 
-    @admin.action(description=_("Discard selected tasks"))
+    @admin.action(description=_("Discard selected tasks"), permissions=["change"])
     def discard_selected(
         self, request: HttpRequest, queryset: QuerySet[ManualTask]
     ) -> None:
         self._close(request, queryset, ManualTask.State.DISCARDED)
 
     @admin.action(
-        description=_("Mark every open task of the selected error groups resolved")
+        description=_("Mark every open task of the selected error groups resolved"),
+        permissions=["change"],
     )
     def resolve_error_groups(
         self, request: HttpRequest, queryset: QuerySet[ManualTask]
@@ -180,6 +185,15 @@ class ManualTaskAdmin(admin.ModelAdmin):
         task = get_object_or_404(ManualTask, pk=pk)
         changelist = reverse("admin:integration_manualtask_change", args=[task.pk])
         target = task.content_object
+        # Editing shows and changes the customer's data: both models need the
+        # change permission, not only staff status.
+        if not self.has_change_permission(request, task) or (
+            target is not None
+            and not request.user.has_perm(
+                f"{target._meta.app_label}.change_{target._meta.model_name}"
+            )
+        ):
+            raise PermissionDenied
         fields = manual_tasks.editable_fields(target) if target is not None else ()
         if task.state != ManualTask.State.OPEN or not fields or target is None:
             self.message_user(

@@ -27,11 +27,15 @@ from freesport.integration.choices import ErrorKind
 from freesport.integration.models import IntegrationLog
 from freesport.integration.scrubbing import scrub_text
 from worker.recovery import incidents, scheduling, table
-from worker.recovery.breaker import breaker_for
+from worker.recovery.breaker import CircuitOpenError, breaker_for
 from worker.recovery.classifier import DATABASE_OUTAGES, classify
 from worker.recovery.decisions import Decision, Failure, Outcome, Target
 from worker.recovery.fingerprint import Fingerprint, fingerprint_for
-from worker.recovery.strategies import RetryWithBackoff, Strategy
+from worker.recovery.strategies import (
+    CircuitBreakerFallback,
+    RetryUntilRecovered,
+    Strategy,
+)
 
 if TYPE_CHECKING:
     from worker.recovery.task import IntegrationTask
@@ -148,9 +152,12 @@ def _decide(failure: Failure) -> Decision:
     strategy: Strategy = table.strategy_for(
         failure.task.name, failure.task.operation, failure.kind
     )
-    if failure.incident is None and not isinstance(strategy, RetryWithBackoff):
-        # Every other strategy writes to the database.
-        strategy = RetryWithBackoff()
+    if isinstance(failure.error, CircuitOpenError):
+        # The call was not made: wait for the breaker's trials, not a backoff.
+        strategy = CircuitBreakerFallback()
+    if failure.incident is None:
+        # The database is down, and escalation or a manual task would write to it.
+        strategy = RetryUntilRecovered()
     try:
         return strategy(failure)
     except DATABASE_OUTAGES as db_error:
@@ -162,7 +169,16 @@ def _decide(failure: Failure) -> Decision:
             failure.task.request.id,
             type(db_error).__name__,
         )
-        return RetryWithBackoff()(failure)
+    except Exception:
+        # A strategy that fails (the outbox disk full, the token endpoint down
+        # during a refresh) must not end the run: the operation would be lost.
+        logger.exception(
+            "Strategy %s for task %s[%s] failed, so the task is retried instead",
+            strategy.name,
+            failure.task.name,
+            failure.task.request.id,
+        )
+    return RetryUntilRecovered()(failure)
 
 
 def _guarded(function: Any, *args: Any, **kwargs: Any) -> None:

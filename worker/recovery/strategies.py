@@ -10,9 +10,11 @@ refresh, a file, a manual task, an e-mail). Publishing a retry is left to
 from __future__ import annotations
 
 import logging
+import random
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+from django.conf import settings
 from django.utils import timezone
 
 from freesport.exceptions import OneCAuthenticationError
@@ -20,7 +22,7 @@ from freesport.integration import manual_tasks
 from freesport.integration.choices import StrategyName
 from freesport.integration.models import IntegrationLog, ManualTask
 from worker.recovery import escalation
-from worker.recovery.breaker import breaker_for
+from worker.recovery.breaker import CircuitOpenError, breaker_for
 from worker.recovery.decisions import Decision, Failure, Outcome
 from worker.recovery.retry_policy import Backoff, RetryPolicy
 
@@ -92,6 +94,22 @@ class RetryWithBackoff(Strategy):
         return Decision.retry(self.name, backoff)
 
 
+class RetryUntilRecovered(Strategy):
+    """Retry with capped backoff and never give up.
+
+    For failures of the recovery itself, such as the database being down while a
+    strategy records its decision: escalating would need that database too, and
+    ending the run would lose the operation.
+    """
+
+    name = StrategyName.RETRY
+
+    def __call__(self, failure: Failure) -> Decision:
+        policy = RetryPolicy.from_settings()
+        attempt = min(failure.attempt, policy.max_attempts)
+        return Decision.retry(self.name, policy.backoff(attempt, failure.retry_after_s))
+
+
 class RefreshCredentials(Strategy):
     """Re-authenticate once, then run the task again at once.
 
@@ -151,10 +169,19 @@ class CircuitBreakerFallback(Strategy):
     def __call__(self, failure: Failure) -> Decision:
         # retry_at() only reads the state; allow() would take a half-open trial.
         retry_at = breaker_for(failure.task.operation).retry_at()
-        if retry_at is None or retry_at <= timezone.now():
+        if isinstance(failure.error, CircuitOpenError) and retry_at is None:
+            # Forced open by an operator: check again later, without using up
+            # the retries that real failures need.
+            wait_s = float(settings.RECOVERY_RETRY_CAP_S)
+        elif retry_at is None or retry_at <= timezone.now():
             return self.then(failure)
-        wait_s = max((retry_at - timezone.now()).total_seconds(), 0.0)
-        backoff = Backoff(countdown_s=wait_s, ceiling_s=wait_s, retry_after_s=wait_s)
+        else:
+            wait_s = max((retry_at - timezone.now()).total_seconds(), 0.0)
+        # Jitter above the trial time, so queued tasks do not all wake at once.
+        countdown = wait_s + random.uniform(0, min(max(wait_s, 1.0), 30.0))
+        backoff = Backoff(
+            countdown_s=countdown, ceiling_s=countdown, retry_after_s=wait_s
+        )
         return Decision.retry(self.name, backoff)
 
 
