@@ -23,6 +23,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from freesport.integration.models import IntegrationLog, ManualTask, ManualTaskAudit
+from freesport.integration.scrubbing import scrub
 
 logger = logging.getLogger("freesport.integration")
 
@@ -254,7 +255,8 @@ def edit_and_retry(
         if diff:
             instance.full_clean()
             instance.save(update_fields=list(diff))
-        record(current, ManualTaskAudit.Action.EDITED, user=user, changes=diff)
+        # Personal fields (ИНН, phone, e-mail, names) keep only their names.
+        record(current, ManualTaskAudit.Action.EDITED, user=user, changes=scrub(diff))
     return replay(current, user=user)
 
 
