@@ -69,7 +69,7 @@ class EmbeddedRedis:
             client.close()
 
     def ensure_running(self) -> bool:
-        """Start the server unless one answers on the socket; return True if started."""
+        """Start the server unless one responds on the socket; True if started."""
         self.directory.mkdir(parents=True, exist_ok=True)
         with open(self.directory / "start.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -100,7 +100,7 @@ class EmbeddedRedis:
                 return
             time.sleep(0.05)
         raise RuntimeError(
-            f"embedded Redis did not answer on {self.socket} within "
+            f"embedded Redis did not respond on {self.socket} within "
             f"{START_TIMEOUT_S:.0f} s; see {self.directory / 'redis.log'}"
         )
 

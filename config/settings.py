@@ -133,7 +133,7 @@ EXCHANGE_ROOT = Path(os.environ.get("EXCHANGE_ROOT", VAR_DIR / "exchange"))
 # The 1C site-exchange endpoint (type=catalog), relative to the site root.
 EXCHANGE_URL = os.environ.get("EXCHANGE_URL", "exchange/1c/").lstrip("/")
 EXCHANGE_COOKIE_NAME = "freesport_exchange"
-# Answered to init: whether 1C may send one zip, and the largest POST it sends.
+# Returned by init: whether 1C may send one zip, and the largest POST it sends.
 EXCHANGE_ZIP = os.environ.get("EXCHANGE_ZIP", "1") == "1"
 EXCHANGE_FILE_LIMIT = int(os.environ.get("EXCHANGE_FILE_LIMIT", str(50 * 1024**2)))
 EXCHANGE_MAX_FILE_BYTES = int(

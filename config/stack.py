@@ -169,7 +169,7 @@ def _wait_for_web(url: str, stack: subprocess.Popen[bytes]) -> None:
         except requests.ConnectionError:
             time.sleep(0.2)
     raise SystemExit(
-        f"the web process did not answer at {url} within {WORKER_WAIT_S:.0f} s"
+        f"the web process did not respond at {url} within {WORKER_WAIT_S:.0f} s"
     )
 
 
@@ -181,7 +181,7 @@ def _wait_for_worker(stack: subprocess.Popen[bytes]) -> None:
         _check_alive(stack)
         if app.control.ping(timeout=1.0, limit=1):
             return
-    raise SystemExit(f"no Celery worker answered within {WORKER_WAIT_S:.0f} s")
+    raise SystemExit(f"no Celery worker responded within {WORKER_WAIT_S:.0f} s")
 
 
 def _print_where_to_look(password_file: Path, code: int, *, stays_up: bool) -> None:

@@ -10,7 +10,7 @@ from freesport.exchange.views import exchange
 urlpatterns = [
     path("admin/", admin.site.urls),
     # With or without the final slash: a POST to the other form would otherwise
-    # reach APPEND_SLASH, which cannot redirect a POST and answers with HTML.
+    # reach APPEND_SLASH, which cannot redirect a POST and returns an HTML error.
     re_path(
         rf"^{re.escape(settings.EXCHANGE_URL.rstrip('/'))}/?$",
         exchange,

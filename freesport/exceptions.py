@@ -78,7 +78,7 @@ class IntegrationError(FreesportError):
 
 
 class OneCIntegrationError(IntegrationError):
-    """A failure talking to 1C; the subclasses say which kind."""
+    """A failure talking to 1C. Each subclass is one kind of failure."""
 
     code = "ONEC_INTEGRATION_ERROR"
     default_message = _("The exchange with 1C failed. Try again later.")
@@ -98,7 +98,7 @@ class OneCIntegrationError(IntegrationError):
 
 
 class OneCConnectionError(OneCIntegrationError):
-    """1C could not be reached or answered 429/5xx; the call may be retried."""
+    """1C could not be reached or returned 429/5xx, so the call may be retried."""
 
     code = "ONEC_CONNECTION_ERROR"
     default_message = _("1C is unavailable. The exchange will be retried.")
@@ -123,4 +123,4 @@ class OneCBusinessError(OneCIntegrationError):
 
 class OneCTimeoutError(OneCIntegrationError):
     code = "ONEC_TIMEOUT_ERROR"
-    default_message = _("1C did not answer in time. The exchange will be retried.")
+    default_message = _("1C did not respond in time. The exchange will be retried.")

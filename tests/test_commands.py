@@ -90,7 +90,7 @@ def test_onec_import_says_when_no_worker(tmp_path: Path) -> None:
         server.stop()
 
     assert result.returncode == 1
-    assert "No Celery worker answered" in result.stderr
+    assert "No Celery worker responded" in result.stderr
     assert "celery -A worker.app worker" in result.stderr
 
 

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import models
 from django.db.models import OuterRef, Subquery
@@ -156,55 +156,39 @@ def resolve_group_parents() -> None:
 
 def upsert_prices(rows: dict[tuple[int, int], tuple[Decimal, str]]) -> Counts:
     """Write prices keyed by ``(offer pk, price type pk)``."""
-    counts = Counts()
-    if not rows:
-        return counts
-    offer_ids = list({offer for offer, _ in rows})
-    stored: dict[tuple[int, int], tuple[Decimal, str]] = {}
-    for part in chunked(offer_ids):
-        for offer, kind, value, currency in Price.objects.filter(
-            offer_id__in=part
-        ).values_list("offer_id", "price_type_id", "value", "currency"):
-            stored[(offer, kind)] = (value, currency)
-    to_write = []
-    for (offer, kind), (value, currency) in rows.items():
-        previous = stored.get((offer, kind))
-        if previous == (value, currency):
-            counts.unchanged += 1
-            continue
-        if previous is None:
-            counts.created += 1
-        else:
-            counts.updated += 1
-        to_write.append(
-            Price(offer_id=offer, price_type_id=kind, value=value, currency=currency)
-        )
-    if to_write:
-        Price.objects.bulk_create(
-            to_write,
-            update_conflicts=True,
-            unique_fields=["offer", "price_type"],
-            update_fields=["value", "currency", "updated_at"],
-        )
-    return counts
+    return _upsert_offer_rows(Price, "price_type", ("value", "currency"), rows)
 
 
 def upsert_stock(rows: dict[tuple[int, int], Decimal]) -> Counts:
     """Write stock keyed by ``(offer pk, warehouse pk)``."""
+    values = {key: (quantity,) for key, quantity in rows.items()}
+    return _upsert_offer_rows(Stock, "warehouse", ("quantity",), values)
+
+
+OfferRow = TypeVar("OfferRow", Price, Stock)
+
+
+def _upsert_offer_rows(
+    model: type[OfferRow],
+    other: str,
+    fields: tuple[str, ...],
+    rows: dict[tuple[int, int], tuple[Any, ...]],
+) -> Counts:
+    """Write rows unique on ``(offer, other)``, skipping those stored unchanged."""
     counts = Counts()
     if not rows:
         return counts
     offer_ids = list({offer for offer, _ in rows})
-    stored: dict[tuple[int, int], Decimal] = {}
+    stored: dict[tuple[int, int], tuple[Any, ...]] = {}
     for part in chunked(offer_ids):
-        for offer, warehouse, quantity in Stock.objects.filter(
+        for offer, key, *values in model._default_manager.filter(
             offer_id__in=part
-        ).values_list("offer_id", "warehouse_id", "quantity"):
-            stored[(offer, warehouse)] = quantity
-    to_write = []
-    for (offer, warehouse), quantity in rows.items():
-        previous = stored.get((offer, warehouse))
-        if previous == quantity:
+        ).values_list("offer_id", f"{other}_id", *fields):
+            stored[(offer, key)] = tuple(values)
+    to_write: list[OfferRow] = []
+    for (offer, key), values in rows.items():
+        previous = stored.get((offer, key))
+        if previous == values:
             counts.unchanged += 1
             continue
         if previous is None:
@@ -212,14 +196,18 @@ def upsert_stock(rows: dict[tuple[int, int], Decimal]) -> Counts:
         else:
             counts.updated += 1
         to_write.append(
-            Stock(offer_id=offer, warehouse_id=warehouse, quantity=quantity)
+            model(
+                offer_id=offer,
+                **{f"{other}_id": key},
+                **dict(zip(fields, values, strict=True)),
+            )
         )
     if to_write:
-        Stock.objects.bulk_create(
+        model._default_manager.bulk_create(
             to_write,
             update_conflicts=True,
-            unique_fields=["offer", "warehouse"],
-            update_fields=["quantity", "updated_at"],
+            unique_fields=["offer", other],
+            update_fields=[*fields, "updated_at"],
         )
     return counts
 

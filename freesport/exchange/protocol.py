@@ -193,7 +193,7 @@ def _file_answer(row: ExchangeFile, queued: int) -> Answer:
             PROGRESS, [f"{note}importing {row.name}: package {share:.0%} done"]
         )
     if row.status == ExchangeFile.Status.FAILED:
-        # Errors name files by their path on disk; 1C knows them by upload name.
+        # Errors name files by their path on disk, but 1C uses the upload name.
         error = row.error.replace(f"{session.upload_dir}/", "")
         return failure(f"{row.name}: {error}")
     skipped = sum(entity.get("skipped", 0) for entity in row.counts.values())

@@ -7,7 +7,7 @@ size. Elements are matched by local name, so every namespace 1C has used works:
 none, ``urn:1C.ru:commerceml2``, ``urn:1C.ru:commerceml_2``,
 ``urn:1C.ru:commerceml_210`` and ``urn:1C.ru:commerceml_3``.
 
-Values are returned as the text 1C wrote; converting numbers and checking lengths
+Values are returned as the text 1C wrote. Converting numbers and checking lengths
 is the importer's job, so that it can record each problem with its context.
 """
 
@@ -165,7 +165,7 @@ class Section:
 
 @dataclass
 class FileInfo:
-    """What the reader learned about a file's header while reading it."""
+    """Header facts of a file, filled in while the reader passes them."""
 
     version: str = ""
     namespace: str = ""
@@ -241,7 +241,7 @@ class CatalogReader:
 
     Iterating yields ``Section`` markers and item records in document order;
     ``info`` describes the header once iteration has passed it, and ``bytes_read``
-    tells how far into the file the parser is.
+    is how far into the file the parser is.
     """
 
     def __init__(self, path: Path | str) -> None:
@@ -566,7 +566,7 @@ def _enclosing_section(element: Any) -> str:
 
 
 def _is_offer_properties(element: Any) -> bool:
-    # 1C's segmented export puts offer properties in a file whose root holds a
+    # 1C's segmented export puts offer properties in a file whose root contains a
     # ПакетПредложений next to the Классификатор.
     root = element.getroottree().getroot()
     return any(local_name(child.tag) == "ПакетПредложений" for child in root)

@@ -178,8 +178,8 @@ def write_properties(
         }
         values[key] = [(vid, value, record.line) for vid, value in record.values]
     result.add("properties", upsert.upsert_external(Property, rows, ctx.session_id))
-    # One property may describe goods and offers, listed in both kinds of file;
-    # the flag only ever turns on, so the two files do not overwrite each other.
+    # One property may describe goods and offers and be listed in both kinds of
+    # file. The flag only ever turns on, so the two files do not overwrite it.
     offer_keys = [
         r.external_id for r in records if r.for_offers and r.external_id in rows
     ]

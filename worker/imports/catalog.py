@@ -162,9 +162,7 @@ class FileImport:
         done = self.reader.bytes_read
         delta = done - self.bytes_reported
         if delta > 0:
-            ExchangeSession.objects.filter(pk=self.session.pk).update(
-                bytes_done=F("bytes_done") + delta
-            )
+            _add_bytes(self.session.pk, delta)
             self.bytes_reported = done
 
 

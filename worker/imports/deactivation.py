@@ -3,8 +3,8 @@
 A full package lists every active item, so what it omits left the assortment. Two
 guards keep a bad export from emptying the shop: deactivation runs only after every
 file of the package imported, and it is held back when it would hide more than
-``EXCHANGE_DEACTIVATE_MAX_SHARE`` of the active rows; an operator record then says
-what was held and how to apply it anyway.
+``EXCHANGE_DEACTIVATE_MAX_SHARE`` of the active rows. An operator record then
+explains what was held and how to apply it anyway.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ For every exception an integration task raises, ``dispatch``:
    run that ended (its outcome is in the integration log, not in Celery).
 
 The database can be down too. Then nothing is recorded, every kind is retried
-(a retry needs only the broker), and the log line still says what happened.
+(a retry needs only the broker), and the log line still records what happened.
 """
 
 from __future__ import annotations

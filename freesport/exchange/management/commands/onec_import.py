@@ -53,7 +53,7 @@ class Command(BaseCommand):
             "--ping-timeout",
             type=float,
             default=3.0,
-            help="seconds to wait for a worker to answer before the import starts",
+            help="seconds to wait for a worker to respond before the import starts",
         )
 
     _last_step = -1
@@ -61,7 +61,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if not _workers_online(options["ping_timeout"]):
             raise CommandError(
-                "No Celery worker answered on the broker. Start one with "
+                "No Celery worker responded on the broker. Start one with "
                 "`make worker` (or `.venv/bin/celery -A worker.app worker`) and run "
                 "this command again."
             )
